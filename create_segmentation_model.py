@@ -1,0 +1,152 @@
+"""The two segmentation models, defined once, and their loading.
+
+Both take (256, 256, 3) float32 in [0, 1] and return (256, 256, 2) softmax
+probabilities (channel 0 background, channel 1 fracture). They are fully
+convolutional, so they also run on other sizes divisible by 8 (U-Net: 16),
+which training uses for 128-px crops.
+
+Builders are pure functions (no file access); ``load_segmentation_model`` is the
+only place that reads a model file, and it checks the SHA-256 recorded in
+``Saved_model/manifest.json`` before handing the file to Keras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import keras
+from keras import layers
+
+import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
+from important_variables import CONFIG, MODEL_NAMES
+
+INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
+
+_CONV = dict(kernel_size=3, padding="same", activation="relu", kernel_initializer="he_normal")
+
+
+def _double_conv(x, filters: int, dropout: float, name: str):
+    """conv3x3 → dropout → conv3x3, ReLU, he_normal, 'same' padding."""
+    x = layers.Conv2D(filters, name=f"{name}_conv1", **_CONV)(x)
+    x = layers.Dropout(dropout, name=f"{name}_drop")(x)
+    x = layers.Conv2D(filters, name=f"{name}_conv2", **_CONV)(x)
+    return x
+
+
+def _up(x, filters: int, name: str):
+    return layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"{name}_upconv")(x)
+
+
+def _head(x):
+    return layers.Conv2D(CONFIG.num_classes, 1, activation="softmax", name="output")(x)
+
+
+def build_encoder_decoder(input_shape=INPUT_SHAPE) -> keras.Model:
+    """Plain encoder-decoder without skip connections; 1,554,498 parameters at 256x256x3."""
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for i, (f, d) in enumerate([(16, 0.1), (32, 0.1), (128, 0.2)]):
+        x = _double_conv(x, f, d, f"enc{i + 1}")
+        x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+    x = _double_conv(x, 256, 0.3, "bottleneck")
+    for i, (f, d) in enumerate([(128, 0.2), (32, 0.1), (16, 0.1)]):
+        x = _up(x, f, f"dec{i + 1}")
+        x = _double_conv(x, f, d, f"dec{i + 1}")
+    return keras.Model(inputs, _head(x), name="encoder_decoder")
+
+
+def build_unet(input_shape=INPUT_SHAPE) -> keras.Model:
+    """U-Net 16-32-64-128 / 256 bottleneck with skip concatenations; 1,941,122 parameters."""
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    skips = []
+    for i, (f, d) in enumerate([(16, 0.1), (32, 0.1), (64, 0.2), (128, 0.2)]):
+        x = _double_conv(x, f, d, f"enc{i + 1}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+    x = _double_conv(x, 256, 0.3, "bottleneck")
+    for i, (f, d) in enumerate([(128, 0.2), (64, 0.2), (32, 0.1), (16, 0.1)]):
+        x = _up(x, f, f"dec{i + 1}")
+        x = layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[-(i + 1)]])
+        x = _double_conv(x, f, d, f"dec{i + 1}")
+    return keras.Model(inputs, _head(x), name="unet")
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "unet": build_unet,
+    "encoder_decoder": build_encoder_decoder,
+}
+assert set(BUILDERS) == set(MODEL_NAMES)
+
+
+def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
+    """Build the (untrained) model called ``name`` ('unet' or 'encoder_decoder')."""
+    try:
+        builder = BUILDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}") from None
+    return builder(input_shape)
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model file is missing, modified or truncated (message is one line)."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(path: Path | None = None) -> dict:
+    """The parsed ``Saved_model/manifest.json`` ({} when absent)."""
+    path = Path(path) if path else CONFIG.manifest_path
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def load_segmentation_model(
+    path: Path | str,
+    expected_sha256: str | None = None,
+    compile: bool = False,
+) -> keras.Model:
+    """Load a ``.keras`` model in safe mode, refusing it if its SHA-256 is not the expected one.
+
+    ``expected_sha256`` None means: look the file name up in the manifest next to it;
+    a file that the manifest does not list loads without a check (e.g. a fresh
+    training output). Raises :class:`ModelIntegrityError` with a one-line message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path.name}: model file not found at {path}")
+    if expected_sha256 is None:
+        entry = read_manifest(path.parent / "manifest.json").get("models", {})
+        for info in entry.values():
+            if info.get("file") == path.name:
+                expected_sha256 = info.get("sha256")
+    if expected_sha256 is not None:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise ModelIntegrityError(
+                f"{path.name}: SHA-256 {actual[:12]}… does not match the manifest "
+                f"({expected_sha256[:12]}…); the file is modified or truncated, refusing to load it"
+            )
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # a corrupt zip, a foreign file: one line, not a traceback
+        raise ModelIntegrityError(f"{path.name}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
+
+
+def load_named_model(name: str, compile: bool = False) -> keras.Model:
+    """Load the shipped model ``name`` from ``Saved_model/``, verified against the manifest."""
+    path = CONFIG.model_path(name)
+    info = read_manifest().get("models", {}).get(name, {})
+    return load_segmentation_model(path, info.get("sha256"), compile=compile)

@@ -1,0 +1,1 @@
+"""FracAtlas data set code: reading the layout, splits, masks and the training pipeline."""

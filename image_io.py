@@ -1,0 +1,175 @@
+"""Decoding of user and data-set images into pixel arrays, in memory only.
+
+``load_image(data, name)`` turns the bytes of a JPEG, PNG (8/16 bit, grey, RGB,
+RGBA, palette), other Pillow formats or a DICOM file into a numpy array and
+raises :class:`ImageLoadError` with a one-line message naming the file and the
+problem for anything it cannot read faithfully. ``to_model_gray`` and
+``resize_for_model`` give the model's view of a decoded image; training and
+inference both go through them, so they see the same pixels.
+
+Nothing is ever written to disk here.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from important_variables import CONFIG
+
+log = logging.getLogger(__name__)
+
+# Never accept half-decoded data: a truncated JPEG must fail, not give grey rows.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageLoadError(ValueError):
+    """The file cannot be used; ``str(err)`` is one line naming the file and the cause."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image.
+
+    pixels: (H, W) grey or (H, W, 3) RGB; dtype uint8 or uint16 (full range used as is).
+    note: a one-line remark for the user (e.g. "first of 3 frames"), or None.
+    """
+
+    pixels: np.ndarray
+    note: str | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def load_image(data: bytes, name: str) -> LoadedImage:
+    """Decode ``data`` (the whole file's bytes); ``name`` is used in error messages only."""
+    if not data:
+        raise ImageLoadError(f"{name}: empty file (0 bytes)")
+    if _is_dicom(data):
+        from dicom_io import load_dicom  # pydicom is imported only when needed
+
+        pixels, note = load_dicom(data, name)
+    elif name.lower().endswith(".dcm"):
+        # The extension says DICOM but the bytes say otherwise: try as an ordinary image.
+        pixels, note = _load_pillow(data, name)
+        note = "; ".join(n for n in (note, "not a DICOM file despite its .dcm name; read as an ordinary image") if n)
+    else:
+        pixels, note = _load_pillow(data, name)
+    _check_size(pixels, name)
+    return LoadedImage(pixels=pixels, note=note)
+
+
+def _check_size(pixels: np.ndarray, name: str) -> None:
+    h, w = pixels.shape[:2]
+    if min(h, w) < CONFIG.min_image_side:
+        raise ImageLoadError(
+            f"{name}: image is {w}x{h} px, too small to be an X-ray (at least {CONFIG.min_image_side} px a side)"
+        )
+
+
+def _load_pillow(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
+    note = None
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (instead of raising) between 1x and 2x its own limit; we check ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > CONFIG.max_image_pixels:
+                raise ImageLoadError(
+                    f"{name}: {w}x{h} px is over the limit of {CONFIG.max_image_pixels:,} pixels; refused before decoding"
+                )
+            n_frames = getattr(im, "n_frames", 1)
+            if n_frames > 1:
+                im.seek(0)
+                note = f"{im.format} with {n_frames} frames: only the first frame is analysed"
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"{name}: image too large, refused before decoding ({exc})") from exc
+    except OSError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in msg.lower():
+            raise ImageLoadError(f"{name}: truncated image file, cannot be decoded completely") from exc
+        if "cannot identify image file" in msg:
+            raise ImageLoadError(f"{name}: not a recognised image format (JPEG, PNG or DICOM expected)") from exc
+        raise ImageLoadError(f"{name}: cannot decode image ({msg})") from exc
+    except Exception as exc:  # Pillow raises many types (SyntaxError for a bad PNG chunk, ...)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageLoadError(f"{name}: cannot decode image ({msg})") from exc
+    return _pil_to_array(im, name), note
+
+
+def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im, dtype=np.uint16).copy()
+    if mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        return (scaled * 65535.0 + 0.5).astype(np.uint16)
+    if mode == "1":
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    if mode == "L":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode in ("LA", "La"):
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    # RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV...: to RGB. Alpha is dropped: X-ray
+    # pixels carry their meaning in intensity, transparency has none.
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_model_gray(pixels: np.ndarray) -> np.ndarray:
+    """Grey float32 in [0, 1], shape (H, W), from a LoadedImage's pixels (uint8/uint16, grey/RGB)."""
+    arr = pixels
+    if arr.ndim == 3:
+        if arr.shape[2] == 1:
+            arr = arr[..., 0]
+        else:
+            # cv2 takes uint8/uint16 directly and keeps the dtype.
+            arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2GRAY)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    arr = arr.astype(np.float32)
+    return np.clip(arr, 0.0, 1.0)
+
+
+def resize_for_model(gray: np.ndarray, size: int = CONFIG.input_size) -> np.ndarray:
+    """Resize a (H, W) image to (size, size) with area averaging (the aspect ratio is not kept)."""
+    h, w = gray.shape[:2]
+    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
+    return cv2.resize(gray, (size, size), interpolation=interp)
+
+
+def read_image_file(path, name: str | None = None) -> LoadedImage:
+    """Read a file from disk (data set, CLI) and decode it; errors name the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    name = name or path.name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
+    return load_image(data, name)

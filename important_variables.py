@@ -1,0 +1,104 @@
+"""One source of settings: paths (relative to the repository root) and constants.
+
+Nothing here touches the file system or the environment at import time; the
+functions that do (``resolve_data_dir``) run only when called.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+#: Names of the two shipped models, as used on the command line and in file names.
+MODEL_NAMES: tuple[str, ...] = ("unet", "encoder_decoder")
+
+#: Human labels for the UI, keyed by model name.
+MODEL_LABELS: Mapping[str, str] = MappingProxyType(
+    {"unet": "U-Net", "encoder_decoder": "Simple encoder-decoder"}
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Frozen project settings. All paths are absolute, derived from the repo root."""
+
+    repo_root: Path = REPO_ROOT
+    saved_model_dir: Path = REPO_ROOT / "Saved_model"
+    style_dir: Path = REPO_ROOT / "style"
+    assets_dir: Path = REPO_ROOT / "assets"
+    cache_dir: Path = REPO_ROOT / ".cache"
+    checkpoint_dir: Path = REPO_ROOT / "checkpoints"
+    reports_dir: Path = REPO_ROOT / "reports"
+
+    #: Data set search order after --data and $FRACATLAS_DIR.
+    default_data_dirs: tuple[Path, ...] = (
+        REPO_ROOT / "fracture" / "FracAtlas",
+        REPO_ROOT.parent / "shared" / "data" / "FracAtlas",
+    )
+    data_env_var: str = "FRACATLAS_DIR"
+
+    #: Model input: height, width, channels. Output: same H, W and 2 classes
+    #: (0 = background, 1 = fracture), softmax.
+    input_size: int = 256
+    input_channels: int = 3
+    num_classes: int = 2
+    fracture_channel: int = 1
+
+    #: Threshold used when the manifest has none (the manifest's is chosen on valid).
+    default_threshold: float = 0.5
+    #: Findings smaller than this many pixels *at model resolution* are noise.
+    min_finding_area_px: int = 4
+
+    #: Uploads and decoding limits.
+    max_upload_mb: int = 50
+    max_image_pixels: int = 60_000_000  # refuse before decoding above this
+    min_image_side: int = 16
+
+    image_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".dcm")
+
+    seed: int = 1337
+    model_files: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in MODEL_NAMES})
+    )
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.saved_model_dir / "manifest.json"
+
+    def model_path(self, name: str) -> Path:
+        """Path of the shipped ``.keras`` file for model ``name``."""
+        if name not in self.model_files:
+            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+        return self.saved_model_dir / self.model_files[name]
+
+    def metrics_path(self, name: str) -> Path:
+        return self.saved_model_dir / f"{name}.metrics.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.saved_model_dir / "report"
+
+
+CONFIG = Config()
+
+
+def resolve_data_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
+    """Find the FracAtlas directory: ``--data``, then ``$FRACATLAS_DIR``, then defaults.
+
+    Returns None when nothing is found (callers decide whether that is an error).
+    An explicitly given path is returned even if missing, so the caller can say so.
+    """
+    if cli_value:
+        return Path(cli_value).expanduser().resolve()
+    env = os.environ.get(CONFIG.data_env_var)
+    if env:
+        return Path(env).expanduser().resolve()
+    for candidate in CONFIG.default_data_dirs:
+        if (candidate / "dataset.csv").is_file():
+            return candidate.resolve()
+    return None

@@ -1,0 +1,223 @@
+"""Image → probability map → findings → overlay. Pure numpy/OpenCV/TensorFlow, no UI.
+
+Shared by the app, ``predict.py`` and ``evaluate.py`` so that all three see the
+same numbers. Pixel work is vectorised (OpenCV / numpy); the only Python loop
+runs over connected regions, never over pixels.
+
+Shapes and ranges:
+- decoded image ("pixels"): (H, W) or (H, W, 3), uint8 or uint16 (see image_io).
+- model input: (N, 256, 256, 3) float32 in [0, 1] (grey replicated to 3 channels).
+- probability map: (H, W) float32 in [0, 1], fracture channel, at the image's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from image_io import resize_for_model, to_model_gray
+from important_variables import CONFIG
+
+S = CONFIG.input_size
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One connected region of ``prob >= threshold``.
+
+    index: 1-based number shown on the overlay, findings sorted by score (highest first).
+    box: (x0, y0, x1, y1) in original pixels, x1/y1 exclusive.
+    score: the region's maximum probability, in [threshold, 1].
+    area_px: region size in original pixels.
+    """
+
+    index: int
+    box: tuple[int, int, int, int]
+    score: float
+    area_px: int
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "score": round(float(self.score), 4), "area_px": int(self.area_px)}
+
+
+@dataclass
+class PredictionResult:
+    """Output for one image. prob: (H, W) float32 in [0, 1] at the image's own size."""
+
+    prob: np.ndarray
+    threshold: float
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return int(self.prob.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.prob.shape[1])
+
+    @property
+    def fracture_score(self) -> float:
+        """Image-level score: the maximum fracture probability anywhere in the image."""
+        return float(self.prob.max()) if self.prob.size else 0.0
+
+    def mask(self) -> np.ndarray:
+        """Binary mask (H, W) uint8 in {0, 255}: prob >= threshold."""
+        return np.where(self.prob >= self.threshold, 255, 0).astype(np.uint8)
+
+    def with_threshold(self, threshold: float) -> "PredictionResult":
+        """Same probability map, findings recomputed at another threshold (no model call)."""
+        return PredictionResult(self.prob, threshold, find_findings(self.prob, threshold))
+
+
+# --------------------------------------------------------------------------- model side
+def preprocess(pixels: np.ndarray) -> np.ndarray:
+    """Decoded image → model input (256, 256, 3) float32 in [0, 1]."""
+    gray = resize_for_model(to_model_gray(pixels), S)
+    return np.repeat(gray[..., None], CONFIG.input_channels, axis=-1).astype(np.float32, copy=False)
+
+
+class Predictor:
+    """A loaded model behind a compiled forward pass with a fixed input signature.
+
+    ``forward`` is safe to call from several threads at once (Streamlit sessions
+    share one cached Predictor): tracing happens once, in the constructor, and the
+    compiled function holds no per-call Python state.
+    """
+
+    def __init__(self, model, name: str = "model", jit_compile: bool = False, warmup: bool = True):
+        import tensorflow as tf
+
+        self.model = model
+        self.name = name
+        spec = tf.TensorSpec([None, S, S, CONFIG.input_channels], tf.float32)
+
+        @tf.function(input_signature=[spec], jit_compile=jit_compile, reduce_retracing=True)
+        def _forward(x):
+            return model(x, training=False)[..., CONFIG.fracture_channel]
+
+        self._forward = _forward
+        if warmup:
+            self.forward(np.zeros((1, S, S, CONFIG.input_channels), np.float32))
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 256, 256, 3) float32 → (N, 256, 256) float32 fracture probability."""
+        return self._forward(np.asarray(batch, np.float32)).numpy()
+
+
+# --------------------------------------------------------------------------- findings
+def upscale_prob(prob256: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(256, 256) probability → (height, width), bilinear, clipped to [0, 1]."""
+    if prob256.shape == (height, width):
+        return prob256.astype(np.float32, copy=False)
+    out = cv2.resize(prob256.astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0)
+
+
+def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = None) -> list[Finding]:
+    """Connected regions (8-connectivity) of ``prob >= threshold``, highest score first.
+
+    prob: (H, W) float in [0, 1]. Regions smaller than ``min_area_px`` (default: the
+    configured minimum at model resolution, scaled to this image's size) are dropped.
+    """
+    h, w = prob.shape
+    if min_area_px is None:
+        min_area_px = max(1, int(round(CONFIG.min_finding_area_px * (h * w) / (S * S))))
+    binary = (prob >= threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    found = []
+    for lab in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[lab])
+        if area < min_area_px:
+            continue
+        region = labels[y : y + bh, x : x + bw] == lab
+        score = float(prob[y : y + bh, x : x + bw][region].max())
+        found.append((score, (x, y, x + bw, y + bh), area))
+    found.sort(key=lambda t: -t[0])
+    return [Finding(i + 1, box, score, area) for i, (score, box, area) in enumerate(found)]
+
+
+def predict_images(predictor: Predictor, images: list[np.ndarray], threshold: float, batch_size: int = 8) -> list[PredictionResult]:
+    """Run the model on decoded images (any sizes), in batches; one result per image."""
+    results: list[PredictionResult] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        probs = predictor.forward(np.stack([preprocess(p) for p in chunk]))
+        for pixels, p256 in zip(chunk, probs):
+            prob = upscale_prob(p256, pixels.shape[0], pixels.shape[1])
+            results.append(PredictionResult(prob, threshold, find_findings(prob, threshold)))
+    return results
+
+
+def predict_image(predictor: Predictor, pixels: np.ndarray, threshold: float) -> PredictionResult:
+    """One decoded image → result at its own resolution."""
+    return predict_images(predictor, [pixels], threshold, batch_size=1)[0]
+
+
+# --------------------------------------------------------------------------- display
+def display_gray(pixels: np.ndarray, center: float | None = None, width: float | None = None) -> np.ndarray:
+    """Grey uint8 (H, W) for display, with an optional window (center/width in [0, 1] units)."""
+    gray = to_model_gray(pixels)
+    if center is not None and width is not None and width > 0:
+        gray = np.clip((gray - (center - width / 2.0)) / width, 0.0, 1.0)
+    return (gray * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_overlay(
+    pixels: np.ndarray,
+    result: PredictionResult,
+    opacity: float = 0.35,
+    show_heatmap: bool = False,
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Annotated RGB uint8 (H, W, 3): filled mask, outline, numbered boxes (and optional heatmap)."""
+    gray = display_gray(pixels, *(window or (None, None)))
+    rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    h, w = gray.shape
+    if show_heatmap:
+        heat = cv2.applyColorMap((result.prob * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+        rgb = cv2.addWeighted(rgb, 1.0 - opacity, heat, opacity, 0)
+    mask = result.prob >= result.threshold
+    if mask.any():
+        red = np.zeros_like(rgb)
+        red[..., 0] = 255
+        blended = cv2.addWeighted(rgb, 1.0 - opacity, red, opacity, 0)
+        rgb = np.where(mask[..., None], blended, rgb)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        thick = max(1, round(max(h, w) / 400))
+        cv2.drawContours(rgb, contours, -1, (255, 220, 0), thick)
+        for f in result.findings:
+            x0, y0, x1, y1 = f.box
+            cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 255), thick)
+            scale = max(0.4, max(h, w) / 900)
+            label = f"{f.index}"
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+            ty = y0 - 4 if y0 - th - 4 > 0 else min(h - 1, y1 + th + 4)
+            cv2.rectangle(rgb, (x0, ty - th - base), (x0 + tw + 4, ty + base), (0, 0, 0), -1)
+            cv2.putText(rgb, label, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), thick, cv2.LINE_AA)
+    return rgb
+
+
+def result_to_dict(result: PredictionResult | None, file: str, model: str, error: str | None = None) -> dict:
+    """The findings JSON object (schema shared by the app's download and ``predict.py --json``)."""
+    if result is None:
+        return {"file": file, "model": model, "width": None, "height": None, "threshold": None,
+                "fracture_score": None, "findings": [], "error": error}
+    return {
+        "file": file,
+        "model": model,
+        "width": result.width,
+        "height": result.height,
+        "threshold": round(float(result.threshold), 4),
+        "fracture_score": round(result.fracture_score, 4),
+        "findings": [f.to_dict() for f in result.findings],
+        "error": error,
+    }
+
+
+__all__ = [
+    "Finding", "PredictionResult", "Predictor", "preprocess", "upscale_prob", "find_findings",
+    "predict_images", "predict_image", "display_gray", "render_overlay", "result_to_dict",
+]

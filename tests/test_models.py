@@ -1,0 +1,108 @@
+"""The two architectures: exact parameter counts, shapes, save/load with the custom loss."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from create_segmentation_model import (
+    ModelIntegrityError,
+    build_encoder_decoder,
+    build_model,
+    build_unet,
+    load_segmentation_model,
+    sha256_file,
+)
+from important_variables import CONFIG, MODEL_NAMES
+
+
+def test_encoder_decoder_parameter_count_and_shape():
+    m = build_encoder_decoder()
+    assert m.count_params() == 1_554_498
+    assert m.input_shape == (None, 256, 256, 3)
+    assert m.output_shape == (None, 256, 256, 2)
+    assert not any("concat" in layer.name for layer in m.layers)  # no skip connections
+
+
+def test_unet_parameter_count_and_shape():
+    m = build_unet()
+    assert m.count_params() == 1_941_122
+    assert m.output_shape == (None, 256, 256, 2)
+    assert sum("concat" in layer.name for layer in m.layers) == 4
+
+
+def test_output_is_softmax_over_two_channels():
+    m = build_unet()
+    x = np.random.default_rng(0).random((1, 256, 256, 3), dtype=np.float32)
+    y = np.asarray(m(x, training=False))
+    assert y.shape == (1, 256, 256, 2)
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+
+
+def test_unknown_model_name_is_rejected():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("resnet")
+
+
+def test_no_lambda_layers():
+    for name in MODEL_NAMES:
+        assert not any(type(layer).__name__ == "Lambda" for layer in build_model(name).layers)
+
+
+def test_saved_model_with_custom_loss_loads_in_a_fresh_process(tmp_path):
+    from train import compile_model
+
+    m = compile_model(build_encoder_decoder(), 1e-3)
+    path = tmp_path / "m.keras"
+    m.save(path)
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import keras, utils\n"
+        "m = keras.saving.load_model(%r, safe_mode=True)\n"
+        "print(m.loss.__name__ if hasattr(m.loss, '__name__') else m.loss, m.count_params())\n"
+    ) % (str(CONFIG.repo_root), str(path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ce_dice_loss 1554498" in out.stdout
+
+
+def test_integrity_check_refuses_a_flipped_byte(tmp_path):
+    m = build_encoder_decoder()
+    path = tmp_path / "m.keras"
+    m.save(path)
+    good = sha256_file(path)
+    load_segmentation_model(path, expected_sha256=good)  # loads
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
+        load_segmentation_model(bad, expected_sha256=good)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_shipped_models_match_manifest_and_load(name, shipped_model_path):
+    from create_segmentation_model import load_named_model, read_manifest
+
+    path = shipped_model_path(name)
+    info = read_manifest()["models"][name]
+    assert info["sha256"] == sha256_file(path)
+    assert info["params"] == {"unet": 1_941_122, "encoder_decoder": 1_554_498}[name]
+    assert 0.0 < info["threshold"] < 1.0
+    m = load_named_model(name)
+    assert m.output_shape == (None, 256, 256, 2)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_shipped_models_load_in_fresh_process_with_plain_keras(name, shipped_model_path):
+    """`keras.saving.load_model(path)` with safe_mode and no custom_objects, compile included."""
+    path = shipped_model_path(name)
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import keras, utils\n"
+        "m = keras.saving.load_model(%r, safe_mode=True)\n"
+        "print(m.count_params())\n"
+    ) % (str(CONFIG.repo_root), str(path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -1,0 +1,276 @@
+"""Train one of the two segmentation models on FracAtlas, resumably.
+
+    python train.py --model unet --epochs 40 [--data DIR] [--crop 128] [--batch-size 8]
+                    [--strategy {default,mirrored,multiworker}] [--time-budget-min M]
+
+Each epoch ends with a checkpoint in ``checkpoints/<model>/`` (model + optimizer +
+state); rerunning the same command continues after the last finished epoch. The
+weights with the best valid Dice go to ``Saved_model/<model>.keras`` with their
+SHA-256 in ``Saved_model/manifest.json``; the history to
+``Saved_model/<model>.history.csv`` and ``Saved_model/<model>.history.png``.
+
+Loss: categorical cross-entropy + soft Dice on the fracture channel summed over
+the whole batch (see utils.py for why the batch form). Valid Dice is the mean of
+per-image Dice at threshold 0.5 over the fractured valid images at 256x256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from important_variables import CONFIG, MODEL_NAMES, resolve_data_dir
+
+log = logging.getLogger("train")
+
+HISTORY_FIELDS = ["epoch", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "seconds"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=MODEL_NAMES, required=True)
+    p.add_argument("--epochs", type=int, required=True, help="total epochs (a resumed run continues up to this)")
+    p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, fracture/FracAtlas, ../shared/data/FracAtlas)")
+    p.add_argument("--crop", type=int, default=128, help="training crop size in px of the 256-px frame; 0 = full frame")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to 5%% over --epochs)")
+    p.add_argument("--neg-per-epoch", type=int, default=200, help="negative (no fracture) images per epoch, beside all fractured")
+    p.add_argument("--focus", type=float, default=0.7, help="share of fractured crops centred on a fracture")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
+    p.add_argument("--time-budget-min", type=float, default=None, help="stop after the epoch that passes this many minutes")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch (smoke tests)")
+    p.add_argument("--limit", type=int, default=None, help="use only N fractured + N negative images per split (smoke tests)")
+    p.add_argument("--valid-negatives", type=int, default=82, help="valid negatives used for the valid loss")
+    p.add_argument("--init-from", help="start from the weights of this .keras file (fine-tuning)")
+    p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir))
+    p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir))
+    p.add_argument("--seed", type=int, default=CONFIG.seed)
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 = bar per epoch")
+    return p.parse_args(argv)
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        # Reads the cluster from $TF_CONFIG; on one machine without it, a single worker.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def cosine_lr(epoch: int, total: int, peak: float) -> float:
+    """Cosine decay from ``peak`` to 5 % of it over ``total`` epochs (a function of the epoch only)."""
+    floor = 0.05 * peak
+    t = min(epoch / max(total - 1, 1), 1.0)
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * t))
+
+
+def compile_model(model, lr: float):
+    import keras
+
+    import utils
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=utils.ce_dice_loss,
+        metrics=[utils.jaccard_index, utils.dice_coef],
+    )
+    return model
+
+
+def evaluate_valid(predict_fn, x: np.ndarray, y: np.ndarray, fractured: np.ndarray, batch: int = 16):
+    """(valid loss, mean per-image Dice@0.5 on fractured, mean soft Dice) on full frames."""
+    import utils
+    from metrics import dice_score
+
+    losses, dices, soft = [], [], []
+    for s in range(0, len(x), batch):
+        prob = np.asarray(predict_fn(x[s : s + batch]))
+        yb = y[s : s + batch]
+        losses.append(float(utils.ce_dice_loss(yb, prob)) * len(yb))
+        for i in range(len(yb)):
+            if fractured[s + i]:
+                t = yb[i, ..., 1]
+                p = prob[i, ..., 1]
+                dices.append(dice_score(p >= 0.5, t > 0.5))
+                soft.append(float(2 * (t * p).sum() / (t.sum() + p.sum() + 1e-6)))
+    return sum(losses) / len(x), float(np.mean(dices)) if dices else float("nan"), float(np.mean(soft)) if soft else float("nan")
+
+
+def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
+    """Write the inference copy (no optimizer state) and its manifest entry."""
+    import keras
+
+    from create_segmentation_model import build_model, read_manifest, sha256_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean = build_model(name)
+    clean.set_weights(model.get_weights())
+    compile_model(clean, 1e-3)  # compiled so the file carries the custom loss; optimizer unbuilt = no state
+    path = out_dir / CONFIG.model_files[name]
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    clean.save(tmp)
+    os.replace(tmp, path)
+    manifest_path = out_dir / "manifest.json"
+    manifest = read_manifest(manifest_path) or {"models": {}}
+    entry = manifest.setdefault("models", {}).get(name, {})
+    entry.update(info)
+    entry.update(file=path.name, sha256=sha256_file(path), params=int(clean.count_params()))
+    entry.setdefault("threshold", CONFIG.default_threshold)
+    entry.setdefault("threshold_source", "default (not yet chosen on valid)")
+    manifest["models"][name] = entry
+    tmpm = manifest_path.with_suffix(".tmp")
+    tmpm.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmpm, manifest_path)
+    del keras
+    return path
+
+
+def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f"{name}.history.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in HISTORY_FIELDS})
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
+    ax1.plot(ep, [r["train_loss"] for r in rows], label="train loss")
+    ax1.plot(ep, [r["valid_loss"] for r in rows], label="valid loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss (CE + batch Dice)")
+    ax2 = ax1.twinx()
+    ax2.plot(ep, [r["valid_dice"] for r in rows], "g-", label="valid Dice@0.5")
+    ax2.set_ylabel("valid mean Dice (fractured)")
+    ax2.set_ylim(0, 1)
+    lines = ax1.get_lines() + ax2.get_lines()
+    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
+    ax1.set_title(f"{name}: training history")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{name}.history.png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir = resolve_data_dir(args.data)
+    if data_dir is None or not (data_dir / "dataset.csv").is_file():
+        log.error("FracAtlas not found (%s); pass --data DIR or set $%s", data_dir, CONFIG.data_env_var)
+        return 2
+
+    import keras
+
+    from create_segmentation_model import build_model
+    from fracture.dataset import FracAtlas
+    from fracture.pipeline import full_frame_arrays, load_split_arrays, make_train_dataset
+
+    keras.utils.set_random_seed(args.seed)
+    ds = FracAtlas(data_dir)
+    train = load_split_arrays(ds, "train", limit=args.limit)
+    valid = load_split_arrays(ds, "valid", limit=args.limit)
+    keep = np.concatenate([np.flatnonzero(valid.fractured), np.flatnonzero(~valid.fractured)[: args.valid_negatives]])
+    valid = valid.subset(keep)
+    vx, vy = full_frame_arrays(valid)
+    log.info(
+        "train: %d fractured + %d negatives (%d per epoch); valid: %d fractured + %d negatives; %d + %d unreadable skipped",
+        int(train.fractured.sum()), int((~train.fractured).sum()), args.neg_per_epoch,
+        int(valid.fractured.sum()), int((~valid.fractured).sum()), len(train.skipped), len(valid.skipped),
+    )
+
+    ckpt_dir = Path(args.checkpoint_dir) / args.model
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_path, last_path = ckpt_dir / "state.json", ckpt_dir / "last.keras"
+    out_dir = Path(args.out_dir)
+    strategy = make_strategy(args.strategy)
+    with strategy.scope():
+        if state_path.is_file() and last_path.is_file():
+            state = json.loads(state_path.read_text())
+            model = keras.saving.load_model(last_path, compile=True, safe_mode=True)
+            log.info("resuming %s after epoch %d (best valid Dice %.4f)", args.model, state["epoch"], state["best_dice"])
+        else:
+            state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
+            # Fully convolutional: train on crops with a size-free input; the shipped copy is 256x256.
+            model = build_model(args.model, input_shape=(None, None, CONFIG.input_channels))
+            if args.init_from:
+                model.set_weights(keras.saving.load_model(args.init_from, compile=False).get_weights())
+                log.info("initialised from %s", args.init_from)
+            compile_model(model, args.lr)
+
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels], tf.float32)
+    predict_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    t_start = time.time()
+    try:
+        for epoch in range(state["epoch"], args.epochs):
+            t0 = time.time()
+            lr = cosine_lr(epoch, args.epochs, args.lr)
+            model.optimizer.learning_rate.assign(lr)
+            data = make_train_dataset(
+                train, crop=args.crop, batch_size=args.batch_size, neg_per_epoch=args.neg_per_epoch,
+                focus_p=args.focus, seed=args.seed, epoch=epoch, steps=args.steps_per_epoch,
+            )
+            if args.strategy != "default":
+                data = strategy.experimental_distribute_dataset(data)
+            hist = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, verbose=args.verbose)
+            train_loss = float(hist.history["loss"][-1])
+            valid_loss, valid_dice, valid_soft = evaluate_valid(predict_fn, vx, vy, valid.fractured)
+            secs = time.time() - t0
+            row = dict(epoch=epoch + 1, lr=round(lr, 7), train_loss=round(train_loss, 5), valid_loss=round(valid_loss, 5),
+                       valid_dice=round(valid_dice, 5), valid_dice_soft=round(valid_soft, 5), seconds=round(secs, 1))
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            state["seconds"] = state.get("seconds", 0.0) + secs
+            improved = valid_dice > state["best_dice"]
+            if improved:
+                state["best_dice"], state["best_epoch"] = valid_dice, epoch + 1
+                save_shipped(model, args.model, out_dir, {
+                    "training_command": command,
+                    "epochs": epoch + 1,
+                    "valid_dice_at_0.5": round(valid_dice, 4),
+                    "valid_dice_note": "mean per-image Dice@0.5 on the fractured valid images at 256x256",
+                    "training_minutes": round(state["seconds"] / 60, 1),
+                    "loss": "categorical cross-entropy + batch soft Dice (fracture channel)",
+                })
+            # Checkpoint last: a kill during the save above leaves the previous epoch resumable.
+            tmp = last_path.with_name("last.tmp.keras")
+            model.save(tmp)
+            os.replace(tmp, last_path)
+            state_path.write_text(json.dumps(state, indent=1))
+            write_history(state["history"], out_dir, args.model)
+            log.info(
+                "epoch %d/%d  lr %.2e  train loss %.4f  valid loss %.4f  valid Dice@0.5 %.4f (soft %.4f)%s  %.0fs",
+                epoch + 1, args.epochs, lr, train_loss, valid_loss, valid_dice, valid_soft,
+                "  * best" if improved else "", secs,
+            )
+            if args.time_budget_min is not None and (time.time() - t_start) / 60 > args.time_budget_min:
+                log.info("time budget of %.1f min reached after epoch %d; rerun the same command to continue", args.time_budget_min, epoch + 1)
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted; the last finished epoch (%d) is checkpointed, rerun the same command to resume", state["epoch"])
+        return 130
+    log.info("best valid Dice@0.5 %.4f at epoch %d; weights in %s", state["best_dice"], state["best_epoch"], out_dir / CONFIG.model_files[args.model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
