@@ -33,7 +33,7 @@ from important_variables import CONFIG, MODEL_NAMES, resolve_data_dir
 
 log = logging.getLogger("train")
 
-HISTORY_FIELDS = ["epoch", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "seconds"]
+HISTORY_FIELDS = ["epoch", "phase", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "seconds"]
 
 
 def parse_args(argv=None):
@@ -138,6 +138,32 @@ def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
     return path
 
 
+def _prior_training(out_dir: Path, args) -> dict:
+    """Manifest facts of the run that produced ``--init-from`` (when it is the shipped file), frozen at start.
+
+    Stored in the checkpoint directory so that a resumed fine-tuning run still
+    reports the first phase, even after it has overwritten the manifest entry.
+    """
+    from create_segmentation_model import read_manifest
+
+    frozen = Path(args.checkpoint_dir) / args.model / "prior.json"
+    if frozen.is_file():
+        return json.loads(frozen.read_text())
+    prior = {}
+    entry = read_manifest(out_dir / "manifest.json").get("models", {}).get(args.model, {})
+    if entry and Path(args.init_from).resolve() == (out_dir / entry.get("file", "")).resolve():
+        prior = {k: entry[k] for k in ("training_command", "epochs", "training_minutes") if k in entry}
+        hist = out_dir / f"{args.model}.history.csv"
+        if hist.is_file():
+            with open(hist, newline="", encoding="utf-8") as fh:
+                prior["history"] = [
+                    {k: (float(v) if k != "phase" and v not in ("", None) else v) for k, v in row.items()} for row in csv.DictReader(fh)
+                ]
+    frozen.parent.mkdir(parents=True, exist_ok=True)
+    frozen.write_text(json.dumps(prior))
+    return prior
+
+
 def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / f"{name}.history.csv", "w", newline="", encoding="utf-8") as fh:
@@ -160,6 +186,9 @@ def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
     ax2.plot(ep, [r["valid_dice"] for r in rows], "g-", label="valid Dice@0.5")
     ax2.set_ylabel("valid mean Dice (fractured)")
     ax2.set_ylim(0, 1)
+    for prev, cur in zip(rows, rows[1:]):
+        if prev.get("phase") != cur.get("phase"):  # mark where fine-tuning started
+            ax1.axvline(prev["epoch"] + 0.5, color="grey", linestyle=":", label=f"→ {cur.get('phase')}")
     lines = ax1.get_lines() + ax2.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
     ax1.set_title(f"{name}: training history")
@@ -219,6 +248,13 @@ def main(argv=None) -> int:
     spec = tf.TensorSpec([None, CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels], tf.float32)
     predict_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    prior = _prior_training(out_dir, args) if args.init_from else {}
+    if args.init_from and state["epoch"] == 0 and state["best_dice"] < 0:
+        # Fine-tuning: the starting weights are the bar to beat, so a worse first
+        # epoch never replaces the shipped model.
+        _, start_dice, _ = evaluate_valid(predict_fn, vx, vy, valid.fractured)
+        state["best_dice"] = start_dice
+        log.info("starting weights: valid Dice@0.5 %.4f", start_dice)
     t_start = time.time()
     try:
         for epoch in range(state["epoch"], args.epochs):
@@ -235,7 +271,7 @@ def main(argv=None) -> int:
             train_loss = float(hist.history["loss"][-1])
             valid_loss, valid_dice, valid_soft = evaluate_valid(predict_fn, vx, vy, valid.fractured)
             secs = time.time() - t0
-            row = dict(epoch=epoch + 1, lr=round(lr, 7), train_loss=round(train_loss, 5), valid_loss=round(valid_loss, 5),
+            row = dict(epoch=epoch + 1, phase=f"crop{args.crop}" if args.crop else "full", lr=round(lr, 7), train_loss=round(train_loss, 5), valid_loss=round(valid_loss, 5),
                        valid_dice=round(valid_dice, 5), valid_dice_soft=round(valid_soft, 5), seconds=round(secs, 1))
             state["history"].append(row)
             state["epoch"] = epoch + 1
@@ -244,11 +280,11 @@ def main(argv=None) -> int:
             if improved:
                 state["best_dice"], state["best_epoch"] = valid_dice, epoch + 1
                 save_shipped(model, args.model, out_dir, {
-                    "training_command": command,
-                    "epochs": epoch + 1,
+                    "training_command": " && ".join(c for c in (prior.get("training_command"), command) if c),
+                    "epochs": prior.get("epochs", 0) + epoch + 1,
                     "valid_dice_at_0.5": round(valid_dice, 4),
                     "valid_dice_note": "mean per-image Dice@0.5 on the fractured valid images at 256x256",
-                    "training_minutes": round(state["seconds"] / 60, 1),
+                    "training_minutes": round(prior.get("training_minutes", 0.0) + state["seconds"] / 60, 1),
                     "loss": "categorical cross-entropy + batch soft Dice (fracture channel)",
                 })
             # Checkpoint last: a kill during the save above leaves the previous epoch resumable.
@@ -256,7 +292,9 @@ def main(argv=None) -> int:
             model.save(tmp)
             os.replace(tmp, last_path)
             state_path.write_text(json.dumps(state, indent=1))
-            write_history(state["history"], out_dir, args.model)
+            earlier = prior.get("history", [])
+            offset = int(earlier[-1]["epoch"]) if earlier else 0
+            write_history(earlier + [{**r, "epoch": r["epoch"] + offset} for r in state["history"]], out_dir, args.model)
             log.info(
                 "epoch %d/%d  lr %.2e  train loss %.4f  valid loss %.4f  valid Dice@0.5 %.4f (soft %.4f)%s  %.0fs",
                 epoch + 1, args.epochs, lr, train_loss, valid_loss, valid_dice, valid_soft,

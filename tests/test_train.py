@@ -50,3 +50,22 @@ def test_cosine_schedule_is_a_function_of_the_epoch():
 
 def test_missing_data_dir_is_a_usage_error(tmp_path):
     assert train.main(["--model", "unet", "--epochs", "1", "--data", str(tmp_path / "nope")]) == 2
+
+
+def test_fine_tuning_continues_the_record_and_keeps_better_weights(data_dir, tmp_path):
+    out = tmp_path / "out"
+    assert train.main(["--model", "encoder_decoder", "--epochs", "1", *_args(data_dir, tmp_path)]) == 0
+    first = json.loads((out / "manifest.json").read_text())["models"]["encoder_decoder"]
+    args = _args(data_dir, tmp_path)
+    args[args.index("--checkpoint-dir") + 1] = str(tmp_path / "ckpt-ft")
+    rc = train.main(["--model", "encoder_decoder", "--epochs", "1", "--crop", "0",
+                     "--init-from", str(out / "encoder_decoder.keras"), *args])
+    assert rc == 0
+    rows = (out / "encoder_decoder.history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[1].split(",")[1] == "crop128" and rows[2].split(",")[1] == "full"
+    state = json.loads((tmp_path / "ckpt-ft" / "encoder_decoder" / "state.json").read_text())
+    entry = json.loads((out / "manifest.json").read_text())["models"]["encoder_decoder"]
+    if state["best_epoch"] == 1:  # the fine-tuned epoch beat the starting weights: both phases recorded
+        assert entry["epochs"] == 2 and " && " in entry["training_command"]
+    else:  # it did not: the shipped file is untouched
+        assert entry["sha256"] == first["sha256"]
