@@ -264,9 +264,12 @@ def findings_f1(cases: list[Case], threshold: float, iou: float = CRITERION_IOU)
     }
 
 
-def sweep_thresholds(cases: list[Case], thresholds=SWEEP) -> list[dict]:
+def sweep_thresholds(cases: list[Case], thresholds=SWEEP, progress: bool = False) -> list[dict]:
     """``findings_f1`` at each threshold (findings recomputed, no model call)."""
-    return [findings_f1(cases, t) for t in thresholds]
+    from tqdm import tqdm
+
+    bar = tqdm(thresholds, desc="threshold sweep", unit="t", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    return [findings_f1(cases, t) for t in bar]
 
 
 def choose_threshold(sweep: list[dict]) -> dict | None:
@@ -440,7 +443,7 @@ def evaluate(
 
     choice = None
     if choose:
-        sweep = sweep_thresholds(cases)
+        sweep = sweep_thresholds(cases, progress=progress)
         best = choose_threshold(sweep)
         choice = {"criterion": CRITERION, "definition": CRITERION_DEFINITION, "sweep": sweep, "chosen": None, "value": None}
         if best is None:
