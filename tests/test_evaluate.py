@@ -240,3 +240,19 @@ def test_json_never_holds_nan():
         "a": None, "b": [0.5, None], "c": 3,
     }
     assert not math.isnan(evaluate._nan_to_none(np.float64(0.25)))
+
+
+def test_ship_copies_the_report_to_saved_model(tmp_path, monkeypatch):
+    from important_variables import Config
+
+    saved = tmp_path / "Saved_model"
+    monkeypatch.setattr(evaluate, "CONFIG", Config(saved_model_dir=saved))
+    out = tmp_path / "reports"
+    out.mkdir()
+    written = [out / n for n in ("unet_test.json", "unet_test.md", "unet_test_pr.png", "unet_test_roc.png", "unet_test_grid.png")]
+    for i, p in enumerate(written):
+        p.write_text(f"content {i}")
+    ev = evaluate.Evaluation({"model": "unet"}, [], {})
+    shipped = evaluate.ship(ev, written)
+    assert shipped[0] == saved / "unet.metrics.json" and shipped[0].read_text() == "content 0"
+    assert sorted(p.name for p in (saved / "report").iterdir()) == sorted(p.name for p in written[1:])
