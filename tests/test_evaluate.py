@@ -1,0 +1,258 @@
+"""evaluate.py: the CLI end to end on a few real images, an all-background dummy model,
+the threshold sweep on hand-made probability maps, and the refused option combinations."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+import evaluate
+from fracture.dataset import Instance, Record
+from important_variables import CONFIG
+from prediction import PredictionResult, find_findings
+
+# Every top-level field and every section field a report must have (written out here,
+# not taken from evaluate.REPORT_KEYS, so that dropping one from the code fails).
+TOP_FIELDS = {
+    "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command", "limit",
+    "threshold", "threshold_source", "counts", "segmentation", "localization", "image_level",
+    "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions", "per_image",
+}
+SECTION_FIELDS = {
+    "counts": {"fractured_images", "negative_images", "annotated_fractures", "skipped_unreadable", "skipped_files"},
+    "segmentation": {"dice_mean", "dice_median", "iou_mean", "iou_median", "n_images"},
+    "localization": {"ap50", "ap25", "recall50_at_threshold", "recall25_at_threshold", "precision50_at_threshold",
+                     "precision25_at_threshold", "n_annotated_boxes", "n_findings"},
+    "image_level": {"roc_auc", "sensitivity", "specificity", "false_findings_per_negative_image",
+                    "findings_per_fractured_image", "n_fractured", "n_negative"},
+    "timing": {"inference_s", "total_s", "images_per_s"},
+}
+UNIT_INTERVAL = [
+    ("segmentation", "dice_mean"), ("segmentation", "dice_median"), ("segmentation", "iou_mean"),
+    ("segmentation", "iou_median"), ("localization", "ap50"), ("localization", "ap25"),
+    ("localization", "recall50_at_threshold"), ("localization", "recall25_at_threshold"),
+    ("image_level", "roc_auc"), ("image_level", "sensitivity"), ("image_level", "specificity"),
+]
+
+
+def _background_model():
+    """A tiny Keras model whose softmax says "background" (p_fracture ≈ 3e-4) everywhere."""
+    import keras
+
+    inp = keras.Input((CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels))
+    out = keras.layers.Conv2D(
+        2, 1, activation="softmax", kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant([4.0, -4.0]),
+    )(inp)
+    return keras.Model(inp, out)
+
+
+# --------------------------------------------------------------------------- end to end, real images
+def test_cli_end_to_end_on_4_fractured_and_4_negative_images(data_dir, tmp_path, capsys):
+    out = tmp_path / "reports"
+    code = evaluate.main(["--model", "unet", "--split", "test", "--limit", "4", "--data", str(data_dir),
+                          "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert "| box AP@50 |" in capsys.readouterr().out  # the markdown table on stdout
+    for suffix in (".json", ".md", "_pr.png", "_roc.png", "_grid.png"):
+        path = out / f"unet_test{suffix}"
+        assert path.is_file() and path.stat().st_size > 0, path
+    report = json.loads((out / "unet_test.json").read_text())
+
+    assert TOP_FIELDS <= report.keys(), TOP_FIELDS - report.keys()
+    for section, fields in SECTION_FIELDS.items():
+        assert fields <= report[section].keys(), (section, fields - report[section].keys())
+    for scope in ("all_images", "fractured_images"):
+        assert {"model", "all_background", "fracture_pixel_share", "n_pixels"} <= report["pixel_accuracy"][scope].keys()
+
+    assert report["model"] == "unet" and report["split"] == "test" and report["limit"] == 4
+    assert len(report["model_sha256"]) == 64
+    assert report["model_sha256"] == json.loads(CONFIG.manifest_path.read_text())["models"]["unet"]["sha256"]
+    assert report["data_dir"] == str(data_dir)
+    c = report["counts"]
+    assert c["fractured_images"] + c["skipped_unreadable"] <= 4 and c["fractured_images"] >= 1
+    assert c["fractured_images"] + c["negative_images"] + c["skipped_unreadable"] == 8
+    assert c["annotated_fractures"] >= c["fractured_images"]
+    assert 0.0 < report["threshold"] < 1.0
+    for section, key in UNIT_INTERVAL:
+        value = report[section][key]
+        assert value is not None and 0.0 <= value <= 1.0, (section, key, value)
+    assert report["image_level"]["false_findings_per_negative_image"] >= 0
+    pa = report["pixel_accuracy"]["all_images"]
+    assert 0.0 <= pa["model"] <= 1.0 and 0.9 < pa["all_background"] <= 1.0
+    # all-background accuracy is exactly 1 - share of fracture pixels
+    assert pa["all_background"] == pytest.approx(1 - pa["fracture_pixel_share"], abs=1e-5)
+
+    assert len(report["per_image"]) == c["fractured_images"] + c["negative_images"]
+    for row in report["per_image"]:
+        if row["fractured"]:
+            assert 0.0 <= row["dice"] <= 1.0 and 0.0 <= row["iou"] <= row["dice"] + 1e-9
+        else:
+            assert row["dice"] is None and row["n_annotated"] == 0
+        assert 0.0 <= row["fracture_score"] <= 1.0
+    parts = report["by_body_part"]
+    assert set(parts) <= {"hand", "leg", "hip", "shoulder", "mixed", "unknown"}
+    assert sum(p["n_fractured"] for p in parts.values()) == c["fractured_images"]
+    assert sum(p["n_negative"] for p in parts.values()) == c["negative_images"]
+    md = (out / "unet_test.md").read_text()
+    assert "pixel accuracy: model vs all-background" in md and "U-Net" in md
+
+
+def test_all_background_model_gets_dice_zero_and_pixel_accuracy_equal_to_the_baseline(atlas, tmp_path):
+    from prediction import Predictor
+
+    predictor = Predictor(_background_model(), "background")
+    ev = evaluate.evaluate(predictor, atlas, "test", 0.5, limit=4, progress=False)
+    r = ev.report
+    assert r["counts"]["fractured_images"] >= 1
+    assert r["segmentation"]["dice_mean"] == 0.0 and r["segmentation"]["dice_median"] == 0.0
+    assert r["segmentation"]["iou_mean"] == 0.0
+    assert r["localization"]["ap50"] == 0.0 and r["localization"]["n_findings"] == 0
+    assert r["image_level"]["sensitivity"] == 0.0 and r["image_level"]["specificity"] == 1.0
+    assert r["image_level"]["false_findings_per_negative_image"] == 0.0
+    assert r["image_level"]["roc_auc"] == 0.5  # every image gets the same score
+    # The point: "99.x % pixel accuracy" for a model that finds nothing at all.
+    for scope in ("all_images", "fractured_images"):
+        pa = r["pixel_accuracy"][scope]
+        assert pa["model"] == pa["all_background"]
+        assert pa["model"] > 0.99
+    written = evaluate.write_report(ev, tmp_path, grid=True)  # plots must cope with no findings
+    assert all(p.is_file() for p in written) and len(written) == 5
+
+
+# --------------------------------------------------------------------------- threshold choice
+def _synthetic_case(image_id: str, fractured: bool, blobs: list[tuple[slice, slice, float]]) -> evaluate.Case:
+    """64x64 case; fractured ones have one annotated square (10..30, 10..30)."""
+    prob = np.zeros((64, 64), np.float32)
+    for ys, xs, p in blobs:
+        prob[ys, xs] = p
+    square = np.array([[10, 10], [30, 10], [30, 30], [10, 30]], np.float32)
+    instances = (Instance(polygons=(square,), box=(10.0, 10.0, 30.0, 30.0)),) if fractured else ()
+    rec = Record(image_id, None, fractured, "valid", "hand", 64, 64, instances)
+    return evaluate.Case(rec, PredictionResult(prob, 0.5, find_findings(prob, 0.5)))
+
+
+def _synthetic_cases() -> list[evaluate.Case]:
+    # Fractured: the fracture found at p = 0.72 (box IoU 400/441 with the annotation), plus a
+    # spurious blob at 0.30. Negative: a spurious blob at 0.40.
+    #   t <= 0.30: TP 1, FP 2, FN 0 -> F1 = 2/4 = 0.5
+    #   t in (0.30, 0.40]: TP 1, FP 1 -> F1 = 2/3
+    #   t in (0.40, 0.72]: TP 1 -> F1 = 1   (ties: the highest such sweep value, 0.70)
+    #   t > 0.72: TP 0, FN 1 -> F1 = 0
+    frac = _synthetic_case("IMG0000001.jpg", True, [(slice(10, 31), slice(10, 31), 0.72), (slice(50, 55), slice(50, 55), 0.30)])
+    neg = _synthetic_case("IMG0000011.jpg", False, [(slice(5, 10), slice(40, 45), 0.40)])
+    return [frac, neg]
+
+
+def test_sweep_and_choice_on_hand_made_probability_maps():
+    cases = _synthetic_cases()
+    sweep = {round(r["threshold"], 2): r for r in evaluate.sweep_thresholds(cases)}
+    assert sweep[0.3]["f1"] == pytest.approx(0.5) and sweep[0.3]["fp"] == 2
+    assert sweep[0.4]["f1"] == pytest.approx(2 / 3)
+    assert sweep[0.45]["f1"] == 1.0 and sweep[0.7]["f1"] == 1.0
+    assert sweep[0.75]["f1"] == 0.0 and sweep[0.75]["fn"] == 1
+    assert sweep[0.4]["false_findings_per_negative_image"] == 1.0
+    best = evaluate.choose_threshold(list(sweep.values()))
+    assert best["threshold"] == pytest.approx(0.70) and best["f1"] == 1.0
+    # Scored at the chosen threshold: everything right.
+    scored = evaluate.score_cases(cases, best["threshold"])
+    assert scored["segmentation"]["dice_mean"] > 0.95
+    assert scored["localization"]["ap50"] == 1.0
+    assert scored["image_level"]["specificity"] == 1.0
+
+
+def test_choice_refuses_a_threshold_that_finds_nothing():
+    nothing = [{"threshold": t, "f1": 0.0} for t in evaluate.SWEEP]
+    assert evaluate.choose_threshold(nothing) is None
+    assert evaluate.choose_threshold([{"threshold": 0.5, "f1": float("nan")}]) is None
+
+
+def test_threshold_is_written_into_the_manifest_entry_only(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    shutil.copyfile(CONFIG.manifest_path, manifest)
+    before = json.loads(manifest.read_text())
+    report = {
+        "split": "valid", "threshold": 0.35, "threshold_source": "chosen on valid (test)", "model_sha256": "ab" * 32,
+        "date": "2026-01-01T00:00:00+00:00", "counts": {"fractured_images": 82, "negative_images": 321},
+        "threshold_choice": {"chosen": 0.35, "value": 0.42},
+    }
+    evaluate.write_threshold_to_manifest(manifest, "unet", report)
+    after = json.loads(manifest.read_text())
+    entry = after["models"]["unet"]
+    assert entry["threshold"] == 0.35 and entry["threshold_source"] == "chosen on valid (test)"
+    crit = entry["threshold_criterion"]
+    assert crit["name"] == evaluate.CRITERION and crit["value"] == 0.42 and crit["model_sha256"] == "ab" * 32
+    old = before["models"]["unet"]
+    for key in old.keys() - {"threshold", "threshold_source"}:
+        assert entry[key] == old[key], key
+    assert after["models"]["encoder_decoder"] == before["models"]["encoder_decoder"]
+    with pytest.raises(KeyError):
+        evaluate.write_threshold_to_manifest(manifest, "nonexistent", report)
+
+
+# --------------------------------------------------------------------------- usage errors
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--model", "unet", "--split", "test", "--choose-threshold"], "only allowed with --split valid"),
+        (["--model", "unet", "--split", "valid", "--ship"], "--ship"),
+        (["--model", "unet", "--split", "test", "--ship", "--limit", "3"], "--ship"),
+        (["--model", "unet", "--split", "valid", "--choose-threshold", "--threshold", "0.3"], "exclude"),
+        (["--model", "unet", "--split", "test", "--data", "/nonexistent/FracAtlas"], "dataset.csv"),
+    ],
+)
+def test_refused_combinations_exit_2_with_one_line(argv, needle, capsys, tmp_path):
+    assert evaluate.main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing evaluated, nothing written
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model", "resnet", "--split", "test"],
+        ["--model", "unet", "--split", "train"],
+        ["--model", "unet", "--split", "test", "--threshold", "1.5"],
+        ["--model", "unet", "--split", "test", "--threshold", "abc"],
+        ["--model", "unet", "--split", "test", "--limit", "0"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evaluate.py: error:") and len(err.splitlines()) == 1
+
+
+def test_evaluate_api_refuses_choosing_on_test():
+    with pytest.raises(evaluate.UsageError):
+        evaluate.evaluate(None, None, "test", 0.5, choose=True)
+
+
+def test_json_never_holds_nan():
+    assert evaluate._nan_to_none({"a": float("nan"), "b": [np.float32(0.5), np.inf], "c": np.int64(3)}) == {
+        "a": None, "b": [0.5, None], "c": 3,
+    }
+    assert not math.isnan(evaluate._nan_to_none(np.float64(0.25)))
+
+
+def test_ship_copies_the_report_to_saved_model(tmp_path, monkeypatch):
+    from important_variables import Config
+
+    saved = tmp_path / "Saved_model"
+    monkeypatch.setattr(evaluate, "CONFIG", Config(saved_model_dir=saved))
+    out = tmp_path / "reports"
+    out.mkdir()
+    written = [out / n for n in ("unet_test.json", "unet_test.md", "unet_test_pr.png", "unet_test_roc.png", "unet_test_grid.png")]
+    for i, p in enumerate(written):
+        p.write_text(f"content {i}")
+    ev = evaluate.Evaluation({"model": "unet"}, [], {})
+    shipped = evaluate.ship(ev, written)
+    assert shipped[0] == saved / "unet.metrics.json" and shipped[0].read_text() == "content 0"
+    assert sorted(p.name for p in (saved / "report").iterdir()) == sorted(p.name for p in written[1:])
