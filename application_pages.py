@@ -316,9 +316,9 @@ METRICS_EXPLAINED = """
   highest probability in the image as the score; sensitivity = share of fractured images flagged,
   specificity = share of fracture-free images left clean.
 - **False findings per negative**: boxes drawn on images without any fracture, on average.
-- **Pixel accuracy** is listed only next to the all-background baseline: fractures cover well
-  under 1 % of the pixels, so a model that marks nothing is already ~99 % "accurate". On its own
-  the number says nothing about finding fractures.
+- **Pixel accuracy** is listed only next to the all-background baseline: fractures cover a tiny
+  share of the pixels, so a model that marks nothing at all is already close to 100 % "accurate".
+  On its own the number says nothing about finding fractures.
 """
 
 TRAINING_DATA = """
