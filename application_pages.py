@@ -196,9 +196,8 @@ def _analyses() -> dict:
     return st.session_state.setdefault(K_ANALYSES, {})
 
 
-def decode_upload(name: str, data: bytes) -> dict:
-    """Decoded image (or error) of one upload, cached per content in this session."""
-    key = sup.content_hash(data)
+def decode_upload(name: str, data: bytes, key: str) -> dict:
+    """Decoded image (or error) of one upload, cached per content hash ``key`` in this session."""
     store = _analyses()
     if key not in store:
         from image_io import ImageLoadError, load_image
@@ -240,7 +239,7 @@ def findings_ui(result, settings: ViewSettings) -> None:
                    f" Highest probability anywhere: {result.fracture_score:.2f}.", icon=":material/check_circle:")
 
 
-def downloads_ui(index: int, digest: str, name: str, image, result, overlay, settings: ViewSettings) -> None:
+def downloads_ui(index: int, digest: str, name: str, result, overlay, settings: ViewSettings) -> None:
     from prediction import result_to_dict
 
     names = sup.download_names(name, settings.model)
@@ -254,12 +253,11 @@ def downloads_ui(index: int, digest: str, name: str, image, result, overlay, set
                        key=f"dl_mask_{key}", on_click="ignore", icon=":material/download:")
 
 
-def file_result_ui(index: int, uploaded, predictor, settings: ViewSettings) -> None:
+def file_result_ui(index: int, uploaded, digest: str, predictor, settings: ViewSettings) -> None:
     """Everything shown for one upload; a bad file ends in one st.error, never an exception."""
     name = uploaded.name
-    data = uploaded.getvalue()
     st.subheader(sup.escape_markdown(name))
-    entry = decode_upload(name, data)
+    entry = decode_upload(name, uploaded.getvalue(), digest)
     if entry["error"]:
         st.error(sup.escape_markdown(entry["error"]), icon=":material/broken_image:")
         return
@@ -280,7 +278,7 @@ def file_result_ui(index: int, uploaded, predictor, settings: ViewSettings) -> N
     right.image(sup.fit_for_display(overlay),
                 caption=f"{MODEL_LABELS[settings.model]}, threshold {settings.threshold:.2f}")
     findings_ui(result, settings)
-    downloads_ui(index, sup.content_hash(data), name, image, result, overlay, settings)
+    downloads_ui(index, digest, name, result, overlay, settings)
 
 
 def dashboard_page() -> None:
@@ -290,9 +288,9 @@ def dashboard_page() -> None:
     st.caption(PRIVACY)
     files = upload_ui()
     # Forget the analyses of files no longer uploaded: memory per session stays bounded.
-    live = {sup.content_hash(f.getvalue()) for f in files}
+    digests = [sup.content_hash(f.getvalue()) for f in files]  # hashed once per rerun
     store = _analyses()
-    for key in [k for k in store if k not in live]:
+    for key in [k for k in store if k not in digests]:
         del store[key]
     if not files:
         st.info("Upload one or more X-rays to start. Changing the model, threshold or display settings "
@@ -301,9 +299,9 @@ def dashboard_page() -> None:
     predictor = load_predictor_ui(settings.model)
     if predictor is None:
         st.stop()
-    for i, uploaded in enumerate(files):
+    for i, (uploaded, digest) in enumerate(zip(files, digests, strict=True)):
         with st.container(border=True):
-            file_result_ui(i, uploaded, predictor, settings)
+            file_result_ui(i, uploaded, digest, predictor, settings)
 
 
 # =========================================================================== Models

@@ -219,3 +219,58 @@ def test_two_sessions_do_not_share_state(xray):
     a.run()
     assert a.image[1].proto.imgs[0].caption == "U-Net, threshold 0.20"
     assert np.isclose(a.slider(key="threshold_unet").value, 0.2)
+
+
+def _dicom_bytes(gray: np.ndarray, frames: int = 1) -> bytes:
+    """A minimal 16-bit MONOCHROME2 DICOM, built in memory from a real X-ray's pixels."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("mem.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    pixels = (gray.astype(np.uint16) * 16)  # 12 bits used of 16
+    stack = np.stack([pixels] * frames) if frames > 1 else pixels
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = stack.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_dicom_upload_and_several_files_each_with_their_own_result(xray, real_xray_paths):
+    gray = np.asarray(Image.open(io.BytesIO(xray[1])).convert("L"))
+    second = Path(real_xray_paths[3])  # a test-split image without fracture
+    at = open_dashboard()
+    upload(at, ("scan.dcm", _dicom_bytes(gray, frames=2)), (second.name, second.read_bytes()))
+    assert not at.error, [e.value for e in at.error]
+    assert any("first frame" in i.value for i in at.info)  # the multi-frame note
+    assert len(at.image) == 4 and len(shown_findings(at)) == 2
+    assert len(at.get("download_button")) == 6
+
+
+def test_sidebar_defaults_and_contrast_reset(xray):
+    from app_support import manifest_threshold
+    from create_segmentation_model import read_manifest
+
+    at = open_dashboard()
+    manifest = read_manifest()
+    for model in MODEL_NAMES:
+        at.radio(key="model").set_value(model).run()
+        assert at.slider(key=f"threshold_{model}").value == pytest.approx(round(manifest_threshold(manifest, model), 2))
+    at.slider(key="window_center").set_value(0.3).run()
+    at.slider(key="window_width").set_value(0.4).run()
+    at.toggle(key="show_heatmap").set_value(True).run()
+    upload(at, xray)
+    assert not at.error and len(at.image) == 2
+    at.button(key="reset_window").click().run()
+    assert not at.exception
+    assert at.slider(key="window_center").value == 0.5 and at.slider(key="window_width").value == 1.0
