@@ -1,0 +1,171 @@
+"""Pure helpers behind the Streamlit pages: no Streamlit, no disk writes.
+
+Kept apart from ``application_pages.py`` so that the UI stays thin and these can
+be unit-tested without a running app. Everything works on bytes and arrays in
+memory; uploads are never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+
+#: Longest side, in pixels, of images sent to the browser. Results are computed and
+#: downloaded at full resolution; only the on-screen copy is reduced.
+DISPLAY_MAX_SIDE = 1024
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 hex of an upload's bytes: the key of its cached probability maps."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def escape_markdown(text: str) -> str:
+    """Make user text (file names, messages quoting them) inert in Streamlit markdown.
+
+    Streamlit renders st.error/st.subheader text as markdown; a file called
+    ``![x](http://host/pixel)`` would otherwise fetch an image, ``<b>`` could be read as
+    markup. Backslash-escaping every markdown/HTML-significant character shows the
+    text literally. Newlines are flattened so one name stays one line.
+    """
+    flat = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+
+
+def safe_stem(file_name: str, max_len: int = 60) -> str:
+    """A download-safe base name from an uploaded file's name.
+
+    Drops any directory part and the extension, folds accents to ASCII and keeps
+    only ``[A-Za-z0-9._-]``, so the name cannot carry a path, a control character or
+    a leading dot into the user's download folder. Never empty.
+    """
+    base = re.split(r"[\\/]", str(file_name))[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_stem).strip("._-")
+    return cleaned[:max_len] or "xray"
+
+
+def download_names(file_name: str, model: str) -> dict[str, str]:
+    """File names of the three downloads for one upload and model."""
+    stem = f"{safe_stem(file_name)}_{safe_stem(model)}"
+    return {"png": f"{stem}_annotated.png", "json": f"{stem}_findings.json", "mask": f"{stem}_mask.png"}
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """RGB (H, W, 3) or grey (H, W) uint8 → PNG bytes, in memory."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # cv2 only fails here on an impossible shape/dtype; say so rather than send junk
+        raise ValueError(f"cannot encode an array of shape {image.shape} and dtype {image.dtype} as PNG")
+    return buf.tobytes()
+
+
+def findings_json(result_dict: Mapping) -> bytes:
+    """The findings download: ``result_to_dict`` output as UTF-8 JSON."""
+    return json.dumps(result_dict, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def fit_for_display(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Downscale (never upscale) so the longer side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def findings_rows(findings) -> list[dict]:
+    """Rows of the findings table: number, box, score and area, one per finding."""
+    return [
+        {
+            "#": f.index,
+            "box (x0, y0, x1, y1)": ", ".join(str(v) for v in f.box),
+            "score": round(float(f.score), 3),
+            "area (px)": int(f.area_px),
+        }
+        for f in findings
+    ]
+
+
+def no_finding_message(threshold: float) -> str:
+    return f"No fracture found at threshold {threshold:.2f}."
+
+
+def manifest_threshold(manifest: Mapping, name: str) -> float:
+    """The model's default threshold from the manifest, else the configured default."""
+    try:
+        value = float(manifest["models"][name]["threshold"])
+    except (KeyError, TypeError, ValueError):
+        return CONFIG.default_threshold
+    return value if 0.0 < value < 1.0 else CONFIG.default_threshold
+
+
+# --------------------------------------------------------------------------- model card
+def read_metrics(path: Path) -> dict | None:
+    """A model's ``<model>.metrics.json``; None when absent or unreadable (not evaluated yet)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def flatten_numbers(data: Mapping, prefix: str = "") -> dict[str, float | int]:
+    """Nested dict → {"a.b.c": number}; keeps finite numbers only (bools and text are dropped).
+
+    The metrics files are written by another tool and may grow; the model card shows
+    whatever numeric fields exist instead of a fixed list.
+    """
+    out: dict[str, float | int] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten_numbers(value, name))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int | float) and math.isfinite(value):
+            out[name] = value
+    return out
+
+
+def metrics_table(metrics: Mapping[str, Mapping | None]) -> list[dict]:
+    """Side-by-side rows {"metric": key, <model label>: value or None} over all models.
+
+    ``metrics`` maps a column label to that model's metrics dict (None: not evaluated).
+    Rows keep the first-seen key order so related metrics stay together.
+    """
+    flat = {label: flatten_numbers(m) if m else {} for label, m in metrics.items()}
+    keys: list[str] = []
+    for values in flat.values():
+        keys.extend(k for k in values if k not in keys)
+    return [{"metric": k, **{label: values.get(k) for label, values in flat.items()}} for k in keys]
+
+
+def manifest_rows(manifest: Mapping) -> list[dict]:
+    """Training facts per model from the manifest, one column per model label, for the model card."""
+    fields = ("epochs", "params", "threshold", "threshold_source", "training_minutes", "training_command")
+    models = manifest.get("models", {}) if isinstance(manifest, Mapping) else {}
+    rows = []
+    for f in fields:
+        row = {"field": f}
+        for name in MODEL_NAMES:
+            value = models.get(name, {}).get(f)
+            row[MODEL_LABELS[name]] = "" if value is None else str(value)
+        rows.append(row)
+    return rows

@@ -1,0 +1,147 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`.
+
+Open home → dashboard, upload a real X-ray, wait for the result image and the findings,
+switch model, download the findings JSON and check it. Screenshots go to test-artifacts/.
+Skips without /usr/bin/chromium, except under CI (REQUIRE_BROWSER=1), where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SLOW_MS = 240_000  # first prediction imports TensorFlow and loads a model on a busy machine
+
+pytestmark = pytest.mark.browser
+
+
+def _need(what: str, reason: str):
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{what} is required under CI (REQUIRE_BROWSER=1): {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """`streamlit run app.py` on a free localhost port; stopped (by its pid) after the module."""
+    if not CHROMIUM.is_file():
+        _need("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _need("Playwright", "the playwright Python package is not installed")
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "streamlit-server.log", "wb")  # noqa: SIM115 (closed in the teardown)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with code {proc.returncode}; see {ARTIFACTS / 'streamlit-server.log'}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("streamlit did not answer /_stcore/health within 120 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real_xray_paths, tmp_path):
+    page = browser_page
+    xray = Path(real_xray_paths[0])
+
+    page.goto(app_url)
+    page.get_by_role("heading", name="Bone-fracture localization").wait_for()
+    assert page.get_by_text("never stored").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+
+    page.get_by_role("button", name="Open the dashboard").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    page.locator("input[type=file]").set_input_files(str(xray))
+
+    # Result: two images (input + annotated) and the findings (table or "no fracture").
+    page.get_by_text("U-Net, threshold").wait_for(timeout=SLOW_MS)
+    images = page.locator("[data-testid=stImage] img")
+    assert images.count() == 2
+    findings = page.locator("[data-testid=stDataFrame]").or_(page.get_by_text("No fracture found at threshold"))
+    findings.first.wait_for()
+    page.wait_for_timeout(500)  # let the images finish painting before the screenshot
+    page.screenshot(path=str(ARTIFACTS / "dashboard-unet.png"), full_page=True)
+
+    # Switch model in the sidebar: new result without re-uploading.
+    page.locator("[data-testid=stSidebar]").get_by_text("Simple encoder-decoder", exact=True).click()
+    page.get_by_text("Simple encoder-decoder, threshold").wait_for(timeout=SLOW_MS)
+    assert page.locator("[data-testid=stImage] img").count() == 2
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-encoder_decoder.png"), full_page=True)
+
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Findings JSON").click()
+    download = dl.value
+    assert download.suggested_filename == f"{xray.stem}_encoder_decoder_findings.json"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    report = json.loads(saved.read_text(encoding="utf-8"))
+    assert report["file"] == xray.name and report["model"] == "encoder_decoder" and report["error"] is None
+    assert report["threshold"] == pytest.approx(0.5, abs=0.5)
+    assert report["width"] > 0 and report["height"] > 0
+    assert isinstance(report["findings"], list)
+    for f in report["findings"]:
+        x0, y0, x1, y1 = f["box"]
+        assert 0 <= x0 < x1 <= report["width"] and 0 <= y0 < y1 <= report["height"]
+
+    page.get_by_role("link", name="Models").click()
+    page.get_by_role("heading", name="Models").first.wait_for()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
