@@ -79,7 +79,14 @@ def preprocess(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     ``out``, when given, is a (256, 256, 3) float32 view to fill (a slot of a batch
     array), which saves the stacking copy when the CLI assembles batches.
     """
-    gray = resize_for_model(to_model_gray(pixels), S).astype(np.float32, copy=False)
+    if pixels.dtype == np.uint8 and pixels.ndim == 2 and min(pixels.shape) >= S:
+        # Common case (8-bit grey X-ray): area-average the uint8 pixels, then scale the
+        # 256x256 result, instead of converting the full-size image to float first
+        # (2-3x less work). Equals the float path within 0.5/255, and is exactly how the
+        # training cache stores images (resized, rounded to uint8).
+        gray = cv2.resize(pixels, (S, S), interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1 / 255)
+    else:
+        gray = resize_for_model(to_model_gray(pixels), S).astype(np.float32, copy=False)
     if out is None:
         out = np.empty((S, S, CONFIG.input_channels), np.float32)
     # Grey replicated to the 3 channels the models were trained on (one broadcast copy).
@@ -123,8 +130,8 @@ def upscale_prob(prob256: np.ndarray, height: int, width: int) -> np.ndarray:
     """(256, 256) probability → (height, width), bilinear, clipped to [0, 1]."""
     if prob256.shape == (height, width):
         return prob256.astype(np.float32, copy=False)
-    out = cv2.resize(prob256.astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(out, 0.0, 1.0)
+    # Bilinear weights are convex, so the result stays in [0, 1]: no clip pass needed.
+    return cv2.resize(prob256.astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = None) -> list[Finding]:
