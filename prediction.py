@@ -195,7 +195,11 @@ def analyse_image(predictor: Predictor, pixels: np.ndarray, threshold: float, **
 
 # --------------------------------------------------------------------------- display
 def display_gray(pixels: np.ndarray, center: float | None = None, width: float | None = None) -> np.ndarray:
-    """Grey uint8 (H, W) for display, with an optional window (center/width in [0, 1] units)."""
+    """Grey uint8 (H, W) for display, with an optional window (center/width in [0, 1] units).
+
+    For an unwindowed 2-D uint8 input the input array itself is returned (no copy):
+    treat the result as read-only.
+    """
     windowed = center is not None and width is not None and width > 0
     if not windowed and pixels.dtype == np.uint8:
         # Same numbers as the float path below (round(p / 255 * 255) == p), without the
