@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -57,22 +59,83 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _one_line(exc: BaseException) -> str:
+    """First line of an exception's text, or its type name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(": ") if text else type(exc).__name__
+
+
+def _refuse_too_large(name: str, width: int, height: int) -> None:
+    if width * height > CONFIG.max_image_pixels:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} px is over the limit of {CONFIG.max_image_pixels:,} pixels; refused before decoding"
+        )
+
+
+def _check_png(data: bytes, name: str) -> None:
+    """Walk a PNG's chunks: refuse a bomb from IHDR alone and any chunk with a wrong CRC.
+
+    Pillow checks the CRC of the header chunks but not of IDAT, so a corrupted pixel
+    chunk could otherwise decode into wrong pixels without a word. zlib.crc32 runs
+    at memory speed, so this costs well under a millisecond for an X-ray-sized file.
+    """
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    first = True
+    while pos + 8 <= end:
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        body_end = pos + 8 + length
+        if body_end + 4 > end:
+            raise ImageLoadError(f"{name}: truncated PNG file (chunk {ctype.decode('latin-1')!r} runs past the end)")
+        if first:
+            if ctype != b"IHDR" or length < 8:
+                raise ImageLoadError(f"{name}: broken PNG file (no IHDR header chunk)")
+            width, height = struct.unpack(">II", data[pos + 8 : pos + 16])
+            _refuse_too_large(name, width, height)
+            first = False
+        (stored,) = struct.unpack(">I", data[body_end : body_end + 4])
+        if zlib.crc32(data[pos + 4 : body_end]) != stored:
+            raise ImageLoadError(f"{name}: corrupt PNG file (CRC mismatch in chunk {ctype.decode('latin-1')!r})")
+        if ctype == b"IEND":
+            return
+        pos = body_end + 4
+    raise ImageLoadError(f"{name}: truncated PNG file (no IEND chunk)")
+
+
 def load_image(data: bytes, name: str) -> LoadedImage:
     """Decode ``data`` (the whole file's bytes); ``name`` is used in error messages only."""
     if not data:
         raise ImageLoadError(f"{name}: empty file (0 bytes)")
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png(data, name)
     if _is_dicom(data):
         from dicom_io import load_dicom  # pydicom is imported only when needed
 
         pixels, note = load_dicom(data, name)
     elif name.lower().endswith(".dcm"):
-        # The extension says DICOM but the bytes say otherwise: try as an ordinary image.
-        pixels, note = _load_pillow(data, name)
-        note = "; ".join(n for n in (note, "not a DICOM file despite its .dcm name; read as an ordinary image") if n)
+        pixels, note = _load_dcm_named(data, name)
     else:
         pixels, note = _load_pillow(data, name)
     _check_size(pixels, name)
     return LoadedImage(pixels=pixels, note=note)
+
+
+def _load_dcm_named(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
+    """A ``.dcm`` file without the DICM preamble: an ordinary image that lies about its
+    extension (read it, say so), else a preamble-less DICOM (read it with pydicom)."""
+    try:
+        pixels, note = _load_pillow(data, name)
+    except ImageLoadError as pil_err:
+        from dicom_io import load_dicom
+
+        try:
+            return load_dicom(data, name, force=True)
+        except ImageLoadError:
+            raise pil_err from None
+    fmt_note = "not a DICOM file despite its .dcm name; read as an ordinary image"
+    return pixels, "; ".join(n for n in (note, fmt_note) if n)
 
 
 def _check_size(pixels: np.ndarray, name: str) -> None:
@@ -91,51 +154,56 @@ def _load_pillow(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             w, h = im.size
-            if w * h > CONFIG.max_image_pixels:
-                raise ImageLoadError(
-                    f"{name}: {w}x{h} px is over the limit of {CONFIG.max_image_pixels:,} pixels; refused before decoding"
-                )
+            _refuse_too_large(name, w, h)
             n_frames = getattr(im, "n_frames", 1)
             if n_frames > 1:
                 im.seek(0)
                 note = f"{im.format} with {n_frames} frames: only the first frame is analysed"
             im.load()
+            # EXIF orientation (phone photos of a light box): rotate upright so that
+            # boxes are given in the coordinates the user sees.
             im = ImageOps.exif_transpose(im)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{name}: image too large, refused before decoding ({exc})") from exc
+        # Only reached above 2x Pillow's own limit, which is above ours: Image.open
+        # itself refused, before any pixel was decoded.
+        raise ImageLoadError(
+            f"{name}: image is over the limit of {CONFIG.max_image_pixels:,} pixels; refused before decoding"
+        ) from exc
     except OSError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "truncated" in msg.lower():
+        msg = _one_line(exc)
+        if "truncated" in msg.lower() or "premature end" in msg.lower():
             raise ImageLoadError(f"{name}: truncated image file, cannot be decoded completely") from exc
         if "cannot identify image file" in msg:
             raise ImageLoadError(f"{name}: not a recognised image format (JPEG, PNG or DICOM expected)") from exc
         raise ImageLoadError(f"{name}: cannot decode image ({msg})") from exc
     except Exception as exc:  # Pillow raises many types (SyntaxError for a bad PNG chunk, ...)
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageLoadError(f"{name}: cannot decode image ({msg})") from exc
+        raise ImageLoadError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
     return _pil_to_array(im, name), note
 
 
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
+    """Pillow image → (H, W) grey or (H, W, 3) RGB array, uint8 or uint16 (one copy)."""
     mode = im.mode
+    # np.array (not asarray + copy): one copy out of Pillow's buffer, writable.
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(im, dtype=np.uint16).copy()
+        return np.array(im, dtype=np.uint16)
     if mode in ("I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
+        # 32-bit int / float images (some TIFFs): stretched to the full uint16 range.
+        arr = np.asarray(im, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())
         scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
         return (scaled * 65535.0 + 0.5).astype(np.uint16)
-    if mode == "1":
-        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
     if mode == "L":
-        return np.asarray(im, dtype=np.uint8).copy()
-    if mode in ("LA", "La"):
-        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    # RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV...: to RGB. Alpha is dropped: X-ray
+        return np.array(im, dtype=np.uint8)
+    if mode in ("1", "LA", "La"):
+        return np.array(im.convert("L"), dtype=np.uint8)
+    if mode == "RGB":
+        return np.array(im, dtype=np.uint8)
+    # RGBA, P, PA, CMYK, YCbCr, LAB, HSV...: to RGB. Alpha is dropped: X-ray
     # pixels carry their meaning in intensity, transparency has none.
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
 def to_model_gray(pixels: np.ndarray) -> np.ndarray:

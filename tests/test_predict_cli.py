@@ -1,0 +1,126 @@
+"""Issue 5 + 6 §4: the batch CLI predict.py (in-process via main(), plus one real process)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+import predict
+from important_variables import CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def xray_folder(tmp_path, real_xray_paths):
+    """3 real X-rays (one in a sub-folder) + 1 broken file + 1 file that is not an image type."""
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for p in real_xray_paths[:2]:
+        shutil.copy(p, d / p.name)
+    shutil.copy(real_xray_paths[3], d / "sub" / real_xray_paths[3].name)
+    (d / "broken.jpg").write_bytes(real_xray_paths[4].read_bytes()[:3000])
+    (d / "notes.txt").write_text("ignored: not an image extension")
+    return d
+
+
+def test_folder_three_xrays_one_broken(xray_folder, tmp_path, capsys):
+    out, js, cs = tmp_path / "out", tmp_path / "r.json", tmp_path / "r.csv"
+    rc = predict.main([str(xray_folder), "--out", str(out), "--json", str(js), "--csv", str(cs), "--no-progress"])
+    assert rc == 1
+    records = json.loads(js.read_text())
+    assert len(records) == 4
+    ok = [r for r in records if r["error"] is None]
+    bad = [r for r in records if r["error"] is not None]
+    assert len(ok) == 3 and len(bad) == 1
+    assert bad[0]["file"].endswith("broken.jpg") and "truncated" in bad[0]["error"]
+    assert "broken.jpg" in capsys.readouterr().err
+    for r in ok:
+        assert r["model"] == "unet" and r["threshold"] == 0.5  # the manifest's threshold
+        assert set(r) >= {"file", "model", "width", "height", "fracture_score", "findings", "error"}
+        stem = Path(r["file"]).stem
+        ann = cv2.imread(str(out / f"{stem}_annotated.png"))
+        mask = cv2.imread(str(out / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert ann.shape == (r["height"], r["width"], 3)
+        assert mask.shape == (r["height"], r["width"])
+        for f in r["findings"]:
+            x0, y0, x1, y1 = f["box"]
+            assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
+            assert r["threshold"] <= f["score"] <= r["fracture_score"]
+    assert not list(out.glob("broken*"))
+    rows = list(csv.DictReader(cs.open()))
+    assert len(rows) == 4 and [r["file"] for r in rows] == [r["file"] for r in records]
+
+
+def test_all_good_exit_0_threshold_and_stdout(real_xray_paths, capsys):
+    rc = predict.main([str(real_xray_paths[0]), "--model", "encoder_decoder", "--threshold", "0.3", "--no-progress"])
+    assert rc == 0
+    records = json.loads(capsys.readouterr().out)  # no --out/--json/--csv: JSON on stdout
+    assert len(records) == 1 and records[0]["threshold"] == 0.3 and records[0]["model"] == "encoder_decoder"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["/nonexistent/x.jpg"], ["{img}", "--threshold", "1.5"], ["{img}", "--model", "resnet"], ["{empty}"]],
+    ids=["missing-input", "bad-threshold", "unknown-model", "no-images"],
+)
+def test_usage_errors_exit_2(argv, real_xray_paths, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(img=real_xray_paths[0], empty=tmp_path / "empty") for a in argv]
+    try:
+        code = predict.main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    assert code == 2
+    assert capsys.readouterr().err.strip()
+
+
+def _copy_model(tmp_path: Path, name: str, flip: int | None = None, truncate: bool = False) -> Path:
+    d = tmp_path / "models"
+    d.mkdir()
+    dst = d / CONFIG.model_path(name).name
+    data = bytearray(CONFIG.model_path(name).read_bytes())
+    if flip is not None:
+        data[flip] ^= 0x01
+    if truncate:
+        data = data[: len(data) // 2]
+    dst.write_bytes(bytes(data))
+    shutil.copy(CONFIG.manifest_path, d / "manifest.json")
+    return dst
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_modified_model_file_refused_exit_2(how, tmp_path, real_xray_paths):
+    """A one-byte change (or a cut) in a copy of the weights: refused, exit 2, clear message."""
+    size = CONFIG.model_path("unet").stat().st_size
+    model = _copy_model(tmp_path, "unet", flip=size // 2 if how == "flip" else None, truncate=how == "truncate")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), str(real_xray_paths[0]), "--model-file", str(model), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "unet.keras" in proc.stderr and "does not match the manifest" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_intact_copy_loads_and_unlisted_file_refused(tmp_path, real_xray_paths, capsys):
+    model = _copy_model(tmp_path, "encoder_decoder")
+    assert predict.main([str(real_xray_paths[0]), "--model-file", str(model), "--json", str(tmp_path / "a.json"),
+                         "--no-progress"]) == 0
+    renamed = model.with_name("mine.keras")
+    model.rename(renamed)
+    assert predict.main([str(real_xray_paths[0]), "--model-file", str(renamed), "--no-progress"]) == 2
+    assert "refusing unverified weights" in capsys.readouterr().err
+    assert predict.main([str(real_xray_paths[0]), "--model-file", str(renamed), "--allow-unverified",
+                         "--json", str(tmp_path / "b.json"), "--no-progress"]) == 0
+
+
+def test_output_stems_disambiguate():
+    assert predict.output_stems([Path("a/x.jpg"), Path("b/x.jpg"), Path("y.png"), Path("c/x.dcm")]) == ["x", "x-2", "y", "x-3"]
