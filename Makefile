@@ -25,6 +25,7 @@ run: $(VENV)/.run-installed
 	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true
 
 test: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed

@@ -7,10 +7,10 @@ functions that do (``resolve_data_dir``) run only when called.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent
 

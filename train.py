@@ -186,7 +186,7 @@ def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
     ax2.plot(ep, [r["valid_dice"] for r in rows], "g-", label="valid Dice@0.5")
     ax2.set_ylabel("valid mean Dice (fractured)")
     ax2.set_ylim(0, 1)
-    for prev, cur in zip(rows, rows[1:]):
+    for prev, cur in zip(rows, rows[1:], strict=False):
         if prev.get("phase") != cur.get("phase"):  # mark where fine-tuning started
             ax1.axvline(prev["epoch"] + 0.5, color="grey", linestyle=":", label=f"→ {cur.get('phase')}")
     lines = ax1.get_lines() + ax2.get_lines()

@@ -39,7 +39,7 @@ class SplitArrays:
     fractured: np.ndarray
     skipped: list[str]
 
-    def subset(self, idx) -> "SplitArrays":
+    def subset(self, idx) -> SplitArrays:
         idx = np.asarray(idx, dtype=np.int64)
         return SplitArrays(self.images[idx], self.masks[idx], [self.ids[i] for i in idx], self.fractured[idx], self.skipped)
 

@@ -17,6 +17,20 @@ from create_segmentation_model import (
 from important_variables import CONFIG, MODEL_NAMES
 
 
+def _load_in_fresh_process(path) -> str:
+    """Load ``path`` with plain ``keras.saving.load_model`` (safe mode, compiled) in a new
+    interpreter that has only imported ``utils``; returns "<loss name> <params>"."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(CONFIG.repo_root)!r})\n"
+        "import keras, utils\n"
+        f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
+        "print(getattr(m.loss, '__name__', m.loss), m.count_params())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
 def test_encoder_decoder_parameter_count_and_shape():
     m = build_encoder_decoder()
     assert m.count_params() == 1_554_498
@@ -56,15 +70,7 @@ def test_saved_model_with_custom_loss_loads_in_a_fresh_process(tmp_path):
     m = compile_model(build_encoder_decoder(), 1e-3)
     path = tmp_path / "m.keras"
     m.save(path)
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "import keras, utils\n"
-        "m = keras.saving.load_model(%r, safe_mode=True)\n"
-        "print(m.loss.__name__ if hasattr(m.loss, '__name__') else m.loss, m.count_params())\n"
-    ) % (str(CONFIG.repo_root), str(path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "ce_dice_loss 1554498" in out.stdout
+    assert _load_in_fresh_process(path) == "ce_dice_loss 1554498"
 
 
 def test_integrity_check_refuses_a_flipped_byte(tmp_path):
@@ -97,12 +103,5 @@ def test_shipped_models_match_manifest_and_load(name, shipped_model_path):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_shipped_models_load_in_fresh_process_with_plain_keras(name, shipped_model_path):
     """`keras.saving.load_model(path)` with safe_mode and no custom_objects, compile included."""
-    path = shipped_model_path(name)
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "import keras, utils\n"
-        "m = keras.saving.load_model(%r, safe_mode=True)\n"
-        "print(m.count_params())\n"
-    ) % (str(CONFIG.repo_root), str(path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
+    params = {"unet": 1_941_122, "encoder_decoder": 1_554_498}[name]
+    assert _load_in_fresh_process(shipped_model_path(name)) == f"ce_dice_loss {params}"
