@@ -274,3 +274,30 @@ def test_sidebar_defaults_and_contrast_reset(xray):
     at.button(key="reset_window").click().run()
     assert not at.exception
     assert at.slider(key="window_center").value == 0.5 and at.slider(key="window_width").value == 1.0
+
+
+def test_whole_bad_input_corpus_in_one_upload(xray, tmp_path):
+    """Issue 6 §1 in the app: every corpus file together with a real X-ray in one upload.
+
+    Each "error" case gives exactly one st.error naming the file; each "ok" case (and the
+    X-ray) gets its input and result images; no exception escapes.
+    """
+    from tests.make_bad_corpus import build_corpus
+
+    # The uploader only accepts the app's extensions (a .gif/.tiff is refused by the file
+    # picker itself); the multi-frame case is covered by test_multiframe_note_is_shown.
+    cases = [c for c in build_corpus(tmp_path / "bad") if Path(c.file).suffix.lower() in CONFIG.image_extensions]
+    assert len(cases) >= 15
+    files = [(c.file, (tmp_path / "bad" / c.file).read_bytes()) for c in cases]
+    at = open_dashboard()
+    upload(at, *files, xray)
+    assert not at.exception
+    errors = [e.value.replace("\\", "") for e in at.error]  # shown markdown-escaped
+    bad = [c for c in cases if c.expected == "error"]
+    good = [c for c in cases if c.expected == "ok"]
+    assert len(errors) == len(bad), errors
+    for c in bad:
+        hits = [e for e in errors if c.file in e]
+        assert len(hits) == 1, (c.file, errors)
+        assert c.match in hits[0], (c.match, hits[0])
+    assert len(at.image) == 2 * (len(good) + 1)
