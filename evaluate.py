@@ -170,7 +170,7 @@ def run_inference(predictor, records: list, threshold: float, batch_size: int = 
     """Read and predict every record once. Returns (cases, one-line reasons of skipped files)."""
     from tqdm import tqdm
 
-    from image_io import ImageLoadError, read_image_file
+    from image_io import ImageLoadError
     from prediction import predict_images
 
     cases: list[Case] = []
@@ -186,7 +186,7 @@ def run_inference(predictor, records: list, threshold: float, batch_size: int = 
     bar = tqdm(records, desc=f"{predictor.name}", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for rec in bar:
         try:
-            pixels = read_image_file(rec.path).pixels
+            pixels = rec.load_pixels()
         except ImageLoadError as exc:
             log.warning("skipped %s", exc)
             skipped.append(str(exc))
@@ -567,10 +567,9 @@ def _thumbnail(case: Case, threshold: float, height: int = 160) -> np.ndarray:
     """RGB uint8 thumbnail: annotation outline green, predicted outline red (drawn at full size)."""
     import cv2
 
-    from image_io import read_image_file
     from prediction import display_gray
 
-    gray = display_gray(read_image_file(case.record.path).pixels)
+    gray = display_gray(case.record.load_pixels())
     rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
     h, w = gray.shape
     thick = max(2, round(max(h, w) / 150))

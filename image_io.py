@@ -104,8 +104,12 @@ def _check_png(data: bytes, name: str) -> None:
     raise ImageLoadError(f"{name}: truncated PNG file (no IEND chunk)")
 
 
-def load_image(data: bytes, name: str) -> LoadedImage:
-    """Decode ``data`` (the whole file's bytes); ``name`` is used in error messages only."""
+def load_image(data: bytes, name: str, *, exif_orientation: bool = True) -> LoadedImage:
+    """Decode ``data`` (the whole file's bytes); ``name`` is used in error messages only.
+
+    ``exif_orientation`` False keeps the stored pixel grid (the data set's annotations
+    refer to it); True, for users, turns the image upright first.
+    """
     if not data:
         raise ImageLoadError(f"{name}: empty file (0 bytes)")
     if data.startswith(_PNG_SIGNATURE):
@@ -117,7 +121,7 @@ def load_image(data: bytes, name: str) -> LoadedImage:
     elif name.lower().endswith(".dcm"):
         pixels, note = _load_dcm_named(data, name)
     else:
-        pixels, note = _load_pillow(data, name)
+        pixels, note = _load_pillow(data, name, exif_orientation)
     _check_size(pixels, name)
     return LoadedImage(pixels=pixels, note=note)
 
@@ -146,7 +150,7 @@ def _check_size(pixels: np.ndarray, name: str) -> None:
         )
 
 
-def _load_pillow(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
+def _load_pillow(data: bytes, name: str, exif_orientation: bool = True) -> tuple[np.ndarray, str | None]:
     note = None
     try:
         with warnings.catch_warnings():
@@ -162,7 +166,8 @@ def _load_pillow(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
             im.load()
             # EXIF orientation (phone photos of a light box): rotate upright so that
             # boxes are given in the coordinates the user sees.
-            im = ImageOps.exif_transpose(im)
+            if exif_orientation:
+                im = ImageOps.exif_transpose(im)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -230,7 +235,7 @@ def resize_for_model(gray: np.ndarray, size: int = CONFIG.input_size) -> np.ndar
     return cv2.resize(gray, (size, size), interpolation=interp)
 
 
-def read_image_file(path, name: str | None = None) -> LoadedImage:
+def read_image_file(path, name: str | None = None, *, exif_orientation: bool = True) -> LoadedImage:
     """Read a file from disk (data set, CLI) and decode it; errors name the file."""
     from pathlib import Path
 
@@ -240,4 +245,4 @@ def read_image_file(path, name: str | None = None) -> LoadedImage:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageLoadError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
-    return load_image(data, name)
+    return load_image(data, name, exif_orientation=exif_orientation)

@@ -80,6 +80,17 @@ class Record:
                 cv2.fillPoly(mask, [pts], 1)
         return mask
 
+    def load_pixels(self) -> np.ndarray:
+        """The stored image as decoded by image_io, *without* EXIF rotation; raises ImageLoadError.
+
+        The COCO polygons and sizes refer to the stored pixel grid (all 717 COCO sizes
+        equal the stored sizes, while 2 fractured files carry EXIF orientation 3 and 8),
+        so masks only line up with the unrotated pixels.
+        """
+        from image_io import read_image_file
+
+        return read_image_file(self.path, exif_orientation=False).pixels
+
     def boxes(self) -> np.ndarray:
         """Instance boxes, (N, 4) float32 x0, y0, x1, y1 in original pixels."""
         if not self.instances:

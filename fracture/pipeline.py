@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from fracture.dataset import FracAtlas, Record
-from image_io import ImageLoadError, read_image_file, resize_for_model, to_model_gray
+from image_io import ImageLoadError, resize_for_model, to_model_gray
 from important_variables import CONFIG
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,7 @@ class SplitArrays:
 
 def decode_record(rec: Record, size: int = CONFIG.input_size) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (S, S), mask uint8 (S, S)) for one record; raises ImageLoadError."""
-    loaded = read_image_file(rec.path)
-    gray = to_model_gray(loaded.pixels)
+    gray = to_model_gray(rec.load_pixels())
     h, w = gray.shape
     img = np.clip(resize_for_model(gray, size) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     mask = rec.mask(h, w)
@@ -56,7 +55,7 @@ def decode_record(rec: Record, size: int = CONFIG.input_size) -> tuple[np.ndarra
 
 
 def _cache_key(root: Path, records: list[Record], size: int) -> str:
-    h = hashlib.sha256(f"{root.resolve()}|{size}|v1".encode())
+    h = hashlib.sha256(f"{root.resolve()}|{size}|v2".encode())
     for r in records:
         h.update(r.image_id.encode())
     return h.hexdigest()[:16]

@@ -98,3 +98,13 @@ def test_corrupt_annotation_entries_are_skipped_and_named(data_dir, tmp_path, ca
     joined = " | ".join(atlas.skipped_annotations)
     assert "annotation 9002" in joined and "annotation 9003" in joined
     assert "9001" in caplog.text  # the polygon with < 3 points is warned about
+
+
+def test_exif_rotated_data_set_images_keep_the_annotated_pixel_grid(atlas):
+    """IMG0002628.jpg carries EXIF orientation 8 (a 90° turn): its annotation is on the
+    stored 373x454 grid, so the data set reader must not rotate it (users' uploads are)."""
+    from image_io import read_image_file
+
+    rec = atlas.record("IMG0002628.jpg")
+    assert rec.load_pixels().shape[:2] == (rec.height, rec.width) == (454, 373)
+    assert read_image_file(rec.path).pixels.shape[:2] == (373, 454)  # upright for a user
