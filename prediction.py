@@ -64,8 +64,15 @@ class PredictionResult:
         return float(self.prob.max()) if self.prob.size else 0.0
 
     def mask(self) -> np.ndarray:
-        """Binary mask (H, W) uint8 in {0, 255}: prob >= threshold."""
-        return np.where(self.prob >= self.threshold, 255, 0).astype(np.uint8)
+        """Binary mask (H, W) uint8 in {0, 255}: the pixels of the findings.
+
+        That is ``prob >= threshold`` without the specks below the minimum finding
+        area, so the mask, the outline and the numbered boxes always agree.
+        """
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((self.prob >= self.threshold).view(np.uint8), connectivity=8)
+        keep = np.zeros(n, np.uint8)
+        keep[1:][stats[1:, cv2.CC_STAT_AREA] >= min_finding_area(self.height, self.width)] = 255
+        return keep[labels]
 
     def with_threshold(self, threshold: float) -> PredictionResult:
         """Same probability map, findings recomputed at another threshold (no model call)."""
@@ -134,15 +141,20 @@ def upscale_prob(prob256: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(prob256.astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def min_finding_area(height: int, width: int) -> int:
+    """Smallest region kept as a finding, in pixels of a (height, width) image: the
+    configured minimum at model resolution, scaled by the image's area."""
+    return max(1, int(round(CONFIG.min_finding_area_px * (height * width) / (S * S))))
+
+
 def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = None) -> list[Finding]:
     """Connected regions (8-connectivity) of ``prob >= threshold``, highest score first.
 
     prob: (H, W) float in [0, 1]. Regions smaller than ``min_area_px`` (default: the
     configured minimum at model resolution, scaled to this image's size) are dropped.
     """
-    h, w = prob.shape
     if min_area_px is None:
-        min_area_px = max(1, int(round(CONFIG.min_finding_area_px * (h * w) / (S * S))))
+        min_area_px = min_finding_area(*prob.shape)
     binary = (prob >= threshold).view(np.uint8)  # bool → uint8 without a copy
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     found = []
@@ -229,14 +241,14 @@ def render_overlay(
     if show_heatmap:
         heat = cv2.applyColorMap((result.prob * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
         rgb = cv2.addWeighted(rgb, 1.0 - opacity, heat, opacity, 0)
-    mask = (result.prob >= result.threshold).view(np.uint8)
-    if mask.any():
+    mask = result.mask() if result.findings else None
+    if mask is not None:
         # Tint towards red, kept only inside the mask: written in place through the
         # mask (no full-size np.where result).
         red = np.zeros_like(rgb)
         red[..., 0] = 255
         blended = cv2.addWeighted(rgb, 1.0 - opacity, red, opacity, 0)
-        np.copyto(rgb, blended, where=mask.view(bool)[..., None])
+        np.copyto(rgb, blended, where=(mask > 0)[..., None])
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         thick = max(1, round(max(h, w) / 400))
         cv2.drawContours(rgb, contours, -1, (255, 220, 0), thick)

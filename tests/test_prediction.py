@@ -118,3 +118,22 @@ def test_overlay_marks_only_the_mask():
     assert tuple(rgb[45, 70]) == (100, 100, 100)  # untouched outside
     r, g, b = (int(v) for v in rgb[15, 20])
     assert r > 100 and g < 100 and b < 100  # tinted red inside
+
+
+def test_mask_and_overlay_show_only_findings_not_specks():
+    """A speck above threshold but below the minimum area is neither a finding nor marked,
+    so the mask PNG, the outline and the numbered boxes agree."""
+    gray = np.full((256, 256), 100, np.uint8)
+    prob = np.zeros((256, 256), np.float32)
+    prob[40:60, 40:70] = 0.9  # a finding (600 px)
+    prob[200, 200] = 0.95  # a 1-px speck
+    res = PredictionResult(prob, 0.5, find_findings(prob, 0.5))
+    assert [f.box for f in res.findings] == [(40, 40, 70, 60)]
+    mask = res.mask()
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
+    assert int((mask > 0).sum()) == 600 and mask[200, 200] == 0
+    rgb = render_overlay(gray, res)
+    assert tuple(rgb[200, 200]) == (100, 100, 100)
+    empty = PredictionResult(np.zeros((30, 40), np.float32), 0.5, [])
+    assert not empty.mask().any()
+    assert (render_overlay(np.full((30, 40), 7, np.uint8), empty) == 7).all()
