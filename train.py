@@ -33,7 +33,7 @@ from important_variables import CONFIG, MODEL_NAMES, resolve_data_dir
 
 log = logging.getLogger("train")
 
-HISTORY_FIELDS = ["epoch", "phase", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "seconds"]
+HISTORY_FIELDS = ["epoch", "phase", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "valid_neg_clean", "score", "seconds"]
 
 
 def parse_args(argv=None):
@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use only N fractured + N negative images per split (smoke tests)")
     p.add_argument("--valid-negatives", type=int, default=82, help="valid negatives used for the valid loss")
     p.add_argument("--init-from", help="start from the weights of this .keras file (fine-tuning)")
+    p.add_argument("--select-on", choices=["dice", "balanced"], default="dice",
+                   help="best = valid Dice@0.5 (fractured), or its mean with the share of clean valid negatives")
     p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir))
     p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir))
     p.add_argument("--seed", type=int, default=CONFIG.seed)
@@ -90,23 +92,43 @@ def compile_model(model, lr: float):
     return model
 
 
-def evaluate_valid(predict_fn, x: np.ndarray, y: np.ndarray, fractured: np.ndarray, batch: int = 16):
-    """(valid loss, mean per-image Dice@0.5 on fractured, mean soft Dice) on full frames."""
+def evaluate_valid(predict_fn, x: np.ndarray, y: np.ndarray, fractured: np.ndarray, batch: int = 16) -> dict:
+    """Valid figures on full 256-px frames.
+
+    loss: mean training loss; dice: mean per-image Dice@0.5 on the fractured images;
+    dice_soft: the same with probabilities; neg_clean: share of the negatives without
+    any finding at 0.5 (the app's "no fracture found").
+    """
     import utils
     from metrics import dice_score
+    from prediction import find_findings
 
-    losses, dices, soft = [], [], []
+    losses, dices, soft, clean = [], [], [], []
     for s in range(0, len(x), batch):
         prob = np.asarray(predict_fn(x[s : s + batch]))
         yb = y[s : s + batch]
         losses.append(float(utils.ce_dice_loss(yb, prob)) * len(yb))
         for i in range(len(yb)):
+            t = yb[i, ..., 1]
+            p = prob[i, ..., 1]
             if fractured[s + i]:
-                t = yb[i, ..., 1]
-                p = prob[i, ..., 1]
                 dices.append(dice_score(p >= 0.5, t > 0.5))
                 soft.append(float(2 * (t * p).sum() / (t.sum() + p.sum() + 1e-6)))
-    return sum(losses) / len(x), float(np.mean(dices)) if dices else float("nan"), float(np.mean(soft)) if soft else float("nan")
+            else:
+                clean.append(float(not find_findings(p, 0.5)))
+
+    def mean(v):
+        return float(np.mean(v)) if v else float("nan")
+
+    return {"loss": sum(losses) / len(x), "dice": mean(dices), "dice_soft": mean(soft), "neg_clean": mean(clean)}
+
+
+def selection_score(v: dict, select_on: str) -> float:
+    """What "best" means: valid Dice alone, or its mean with the negatives' clean rate
+    (so that a model that marks fewer negatives can win at a similar Dice)."""
+    if select_on == "balanced" and not np.isnan(v["neg_clean"]):
+        return 0.5 * (v["dice"] + v["neg_clean"])
+    return v["dice"]
 
 
 def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
@@ -157,7 +179,7 @@ def _prior_training(out_dir: Path, args) -> dict:
         if hist.is_file():
             with open(hist, newline="", encoding="utf-8") as fh:
                 prior["history"] = [
-                    {k: (float(v) if k != "phase" and v not in ("", None) else v) for k, v in row.items()} for row in csv.DictReader(fh)
+                    {k: v if k == "phase" else float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)
                 ]
     frozen.parent.mkdir(parents=True, exist_ok=True)
     frozen.write_text(json.dumps(prior))
@@ -184,7 +206,10 @@ def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
     ax1.set_ylabel("loss (CE + batch Dice)")
     ax2 = ax1.twinx()
     ax2.plot(ep, [r["valid_dice"] for r in rows], "g-", label="valid Dice@0.5")
-    ax2.set_ylabel("valid mean Dice (fractured)")
+    clean = [r.get("valid_neg_clean") for r in rows]
+    if any(c is not None and c == c for c in clean):  # c == c is False for NaN
+        ax2.plot(ep, [float("nan") if c is None else c for c in clean], "m--", label="valid negatives clean")
+    ax2.set_ylabel("valid Dice (fractured) / clean share (negatives)")
     ax2.set_ylim(0, 1)
     for prev, cur in zip(rows, rows[1:], strict=False):
         if prev.get("phase") != cur.get("phase"):  # mark where fine-tuning started
@@ -233,9 +258,10 @@ def main(argv=None) -> int:
         if state_path.is_file() and last_path.is_file():
             state = json.loads(state_path.read_text())
             model = keras.saving.load_model(last_path, compile=True, safe_mode=True)
-            log.info("resuming %s after epoch %d (best valid Dice %.4f)", args.model, state["epoch"], state["best_dice"])
+            state.setdefault("best_score", state.get("best_dice", -1.0))
+            log.info("resuming %s after epoch %d (best %s score %.4f)", args.model, state["epoch"], args.select_on, state["best_score"])
         else:
-            state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
+            state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
             # Fully convolutional: train on crops with a size-free input; the shipped copy is 256x256.
             model = build_model(args.model, input_shape=(None, None, CONFIG.input_channels))
             if args.init_from:
@@ -249,12 +275,13 @@ def main(argv=None) -> int:
     predict_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     prior = _prior_training(out_dir, args) if args.init_from else {}
-    if args.init_from and state["epoch"] == 0 and state["best_dice"] < 0:
+    if args.init_from and state["epoch"] == 0 and state["best_score"] < 0:
         # Fine-tuning: the starting weights are the bar to beat, so a worse first
         # epoch never replaces the shipped model.
-        _, start_dice, _ = evaluate_valid(predict_fn, vx, vy, valid.fractured)
-        state["best_dice"] = start_dice
-        log.info("starting weights: valid Dice@0.5 %.4f", start_dice)
+        start = evaluate_valid(predict_fn, vx, vy, valid.fractured)
+        state["best_score"] = selection_score(start, args.select_on)
+        log.info("starting weights: valid Dice@0.5 %.4f, clean negatives %.3f, %s score %.4f",
+                 start["dice"], start["neg_clean"], args.select_on, state["best_score"])
     t_start = time.time()
     try:
         for epoch in range(state["epoch"], args.epochs):
@@ -269,21 +296,26 @@ def main(argv=None) -> int:
                 data = strategy.experimental_distribute_dataset(data)
             hist = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, verbose=args.verbose)
             train_loss = float(hist.history["loss"][-1])
-            valid_loss, valid_dice, valid_soft = evaluate_valid(predict_fn, vx, vy, valid.fractured)
+            v = evaluate_valid(predict_fn, vx, vy, valid.fractured)
+            score = selection_score(v, args.select_on)
             secs = time.time() - t0
-            row = dict(epoch=epoch + 1, phase=f"crop{args.crop}" if args.crop else "full", lr=round(lr, 7), train_loss=round(train_loss, 5), valid_loss=round(valid_loss, 5),
-                       valid_dice=round(valid_dice, 5), valid_dice_soft=round(valid_soft, 5), seconds=round(secs, 1))
+            row = dict(epoch=epoch + 1, phase=f"crop{args.crop}" if args.crop else "full", lr=round(lr, 7),
+                       train_loss=round(train_loss, 5), valid_loss=round(v["loss"], 5), valid_dice=round(v["dice"], 5),
+                       valid_dice_soft=round(v["dice_soft"], 5), valid_neg_clean=round(v["neg_clean"], 4),
+                       score=round(score, 5), seconds=round(secs, 1))
             state["history"].append(row)
             state["epoch"] = epoch + 1
             state["seconds"] = state.get("seconds", 0.0) + secs
-            improved = valid_dice > state["best_dice"]
+            improved = score > state["best_score"]
             if improved:
-                state["best_dice"], state["best_epoch"] = valid_dice, epoch + 1
+                state["best_score"], state["best_epoch"] = score, epoch + 1
                 save_shipped(model, args.model, out_dir, {
                     "training_command": " && ".join(c for c in (prior.get("training_command"), command) if c),
                     "epochs": prior.get("epochs", 0) + epoch + 1,
-                    "valid_dice_at_0.5": round(valid_dice, 4),
+                    "valid_dice_at_0.5": round(v["dice"], 4),
                     "valid_dice_note": "mean per-image Dice@0.5 on the fractured valid images at 256x256",
+                    "valid_negatives_clean_at_0.5": round(v["neg_clean"], 4),
+                    "selected_on": args.select_on,
                     "training_minutes": round(prior.get("training_minutes", 0.0) + state["seconds"] / 60, 1),
                     "loss": "categorical cross-entropy + batch soft Dice (fracture channel)",
                 })
@@ -296,8 +328,8 @@ def main(argv=None) -> int:
             offset = int(earlier[-1]["epoch"]) if earlier else 0
             write_history(earlier + [{**r, "epoch": r["epoch"] + offset} for r in state["history"]], out_dir, args.model)
             log.info(
-                "epoch %d/%d  lr %.2e  train loss %.4f  valid loss %.4f  valid Dice@0.5 %.4f (soft %.4f)%s  %.0fs",
-                epoch + 1, args.epochs, lr, train_loss, valid_loss, valid_dice, valid_soft,
+                "epoch %d/%d  lr %.2e  train loss %.4f  valid loss %.4f  valid Dice@0.5 %.4f (soft %.4f)  clean negatives %.3f%s  %.0fs",
+                epoch + 1, args.epochs, lr, train_loss, v["loss"], v["dice"], v["dice_soft"], v["neg_clean"],
                 "  * best" if improved else "", secs,
             )
             if args.time_budget_min is not None and (time.time() - t_start) / 60 > args.time_budget_min:
@@ -306,7 +338,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted; the last finished epoch (%d) is checkpointed, rerun the same command to resume", state["epoch"])
         return 130
-    log.info("best valid Dice@0.5 %.4f at epoch %d; weights in %s", state["best_dice"], state["best_epoch"], out_dir / CONFIG.model_files[args.model])
+    log.info("best valid %s score %.4f at epoch %d; weights in %s", args.select_on, state["best_score"], state["best_epoch"], out_dir / CONFIG.model_files[args.model])
     return 0
 
 

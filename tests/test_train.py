@@ -58,7 +58,7 @@ def test_fine_tuning_continues_the_record_and_keeps_better_weights(data_dir, tmp
     first = json.loads((out / "manifest.json").read_text())["models"]["encoder_decoder"]
     args = _args(data_dir, tmp_path)
     args[args.index("--checkpoint-dir") + 1] = str(tmp_path / "ckpt-ft")
-    rc = train.main(["--model", "encoder_decoder", "--epochs", "1", "--crop", "0",
+    rc = train.main(["--model", "encoder_decoder", "--epochs", "1", "--crop", "0", "--select-on", "balanced",
                      "--init-from", str(out / "encoder_decoder.keras"), *args])
     assert rc == 0
     rows = (out / "encoder_decoder.history.csv").read_text().strip().splitlines()
@@ -69,3 +69,10 @@ def test_fine_tuning_continues_the_record_and_keeps_better_weights(data_dir, tmp
         assert entry["epochs"] == 2 and " && " in entry["training_command"]
     else:  # it did not: the shipped file is untouched
         assert entry["sha256"] == first["sha256"]
+
+
+def test_selection_score():
+    v = {"dice": 0.2, "neg_clean": 0.6}
+    assert train.selection_score(v, "dice") == pytest.approx(0.2)
+    assert train.selection_score(v, "balanced") == pytest.approx(0.4)
+    assert train.selection_score({"dice": 0.2, "neg_clean": float("nan")}, "balanced") == pytest.approx(0.2)
