@@ -593,7 +593,8 @@ def _plot_grid(ev: Evaluation, path: Path) -> bool:
     worst = frac[n_best:][-GRID_N:][::-1]  # worst first
     cols = max(len(best), len(worst), 1)
     width = max(1.7 * cols, 7.5)  # wide enough for title and credit even with a few images
-    fig, axes = plt.subplots(2, cols, figsize=(width, 4.6), dpi=100, squeeze=False)
+    # Tall enough that each row's two-line titles clear the row above.
+    fig, axes = plt.subplots(2, cols, figsize=(width, 5.4), dpi=100, squeeze=False, gridspec_kw={"hspace": 0.35})
     for row_i, (label, group) in enumerate((("best", best), ("worst", worst))):
         for col in range(cols):
             ax = axes[row_i][col]
@@ -606,7 +607,7 @@ def _plot_grid(ev: Evaluation, path: Path) -> bool:
                             va="center", ha="right", fontsize=9)
     fig.suptitle(f"{r['model_label']}, {r['split']} split, threshold {r['threshold']:.2f}: green = annotation, red = model", fontsize=9)
     fig.text(0.5, 0.01, textwrap.fill(CREDIT, int(width * 16)), ha="center", va="bottom", fontsize=6, color="0.3")
-    fig.tight_layout(rect=(0.02, 0.04, 1, 0.94))
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.06, top=0.86, wspace=0.08, hspace=0.35)
     fig.savefig(path)
     plt.close(fig)
     return True
