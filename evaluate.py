@@ -535,12 +535,7 @@ def _plot_pr(ev: Evaluation, path: Path) -> None:
         else:
             ax.plot([], [], color=color, label=f"IoU ≥ 0.{tag}: no findings")
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (annotated fractures found)", ylabel="precision (findings that are fractures)")
-    ax.set_title(f"{r['model_label']}, {r['split']}: findings PR (threshold {r['threshold']:.2f})", fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish_plot(fig, ax, path, f"{r['model_label']}, {r['split']}: findings PR (threshold {r['threshold']:.2f})", "upper right")
 
 
 def _plot_roc(ev: Evaluation, path: Path) -> None:
@@ -555,8 +550,16 @@ def _plot_roc(ev: Evaluation, path: Path) -> None:
     if il["sensitivity"] is not None and il["specificity"] is not None:
         ax.plot([1 - il["specificity"]], [il["sensitivity"]], "o", color="tab:red", label=f"findings at threshold {r['threshold']:.2f}")
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity (negatives flagged)", ylabel="sensitivity (fractured images flagged)")
-    ax.set_title(f"{r['model_label']}, {r['split']}: image-level ROC ({il['n_fractured']} fractured, {il['n_negative']} negative)", fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
+    _finish_plot(fig, ax, path, f"{r['model_label']}, {r['split']}: image-level ROC ({il['n_fractured']} fractured, {il['n_negative']} negative)",
+                 "lower right")
+
+
+def _finish_plot(fig, ax, path: Path, title: str, legend_loc: str) -> None:
+    """Title, legend and grid of a one-axes report plot; save it and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc=legend_loc, fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
