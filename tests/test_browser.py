@@ -116,14 +116,16 @@ def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real
     assert images.count() == 2
     findings = page.locator("[data-testid=stDataFrame]").or_(page.get_by_text("No fracture found at threshold"))
     findings.first.wait_for()
-    page.wait_for_timeout(500)  # let the images finish painting before the screenshot
+    _wait_app_idle(page)
+    _wait_images_painted(page, 2)
     page.screenshot(path=str(ARTIFACTS / "dashboard-unet.png"), full_page=True)
 
     # Switch model in the sidebar: new result without re-uploading.
     page.locator("[data-testid=stSidebar]").get_by_text("Simple encoder-decoder", exact=True).click()
     page.get_by_text("Simple encoder-decoder, threshold").wait_for(timeout=SLOW_MS)
+    _wait_app_idle(page)  # a click during the rerun would hit a stale button whose file is gone
     assert page.locator("[data-testid=stImage] img").count() == 2
-    page.wait_for_timeout(500)
+    _wait_images_painted(page, 2)
     page.screenshot(path=str(ARTIFACTS / "dashboard-encoder_decoder.png"), full_page=True)
 
     with page.expect_download() as dl:
@@ -145,3 +147,23 @@ def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real
     page.get_by_role("heading", name="Models").first.wait_for()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+
+
+def _wait_images_painted(page, n: int) -> None:
+    """Wait until ``n`` result images are decoded by the browser (not just in the DOM)."""
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('[data-testid=stImage] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= n",
+        arg=n,
+        timeout=SLOW_MS,
+    )
+
+
+def _wait_app_idle(page) -> None:
+    """Wait until the script run is over: no "running" status icon and no stale element
+    (Streamlit keeps the previous run's elements, marked data-stale, until replaced)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidgetRunningIcon], "
+        "[data-testid=stStatusWidgetRunningManIcon], [data-testid=stElementContainer][data-stale=true]')",
+        timeout=SLOW_MS,
+    )
