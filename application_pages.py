@@ -232,11 +232,11 @@ def analyse(entry: dict, predictor, settings: ViewSettings, name: str):
 def findings_ui(result, settings: ViewSettings) -> None:
     if result.findings:
         st.markdown(f"**{len(result.findings)} finding(s)** at threshold {settings.threshold:.2f} "
-                    f"(highest probability {result.fracture_score:.2f})")
+                    f"(highest probability {result.fracture_score:.3f})")
         st.dataframe(sup.findings_rows(result.findings), hide_index=True, width="stretch")
     else:
         st.success(sup.no_finding_message(settings.threshold) +
-                   f" Highest probability anywhere: {result.fracture_score:.2f}.", icon=":material/check_circle:")
+                   f" Highest probability anywhere: {result.fracture_score:.3f}.", icon=":material/check_circle:")
 
 
 def downloads_ui(index: int, digest: str, name: str, result, overlay, settings: ViewSettings) -> None:
