@@ -18,6 +18,7 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -237,8 +238,6 @@ def resize_for_model(gray: np.ndarray, size: int = CONFIG.input_size) -> np.ndar
 
 def read_image_file(path, name: str | None = None, *, exif_orientation: bool = True) -> LoadedImage:
     """Read a file from disk (data set, CLI) and decode it; errors name the file."""
-    from pathlib import Path
-
     path = Path(path)
     name = name or path.name
     try:

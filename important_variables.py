@@ -87,6 +87,11 @@ class Config:
 CONFIG = Config()
 
 
+def is_fracatlas_dir(path: Path | None) -> bool:
+    """True when ``path`` looks like a FracAtlas directory (it holds ``dataset.csv``)."""
+    return path is not None and (Path(path) / "dataset.csv").is_file()
+
+
 def resolve_data_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
     """Find the FracAtlas directory: ``--data``, then ``$FRACATLAS_DIR``, then defaults.
 
@@ -99,6 +104,6 @@ def resolve_data_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
     if env:
         return Path(env).expanduser().resolve()
     for candidate in CONFIG.default_data_dirs:
-        if (candidate / "dataset.csv").is_file():
+        if is_fracatlas_dir(candidate):
             return candidate.resolve()
     return None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from important_variables import CONFIG, MODEL_NAMES, resolve_data_dir
+from important_variables import CONFIG, MODEL_NAMES, is_fracatlas_dir, resolve_data_dir
 
 log = logging.getLogger("train")
 
@@ -133,8 +133,6 @@ def selection_score(v: dict, select_on: str) -> float:
 
 def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
     """Write the inference copy (no optimizer state) and its manifest entry."""
-    import keras
-
     from create_segmentation_model import build_model, read_manifest, sha256_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +154,6 @@ def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
     tmpm = manifest_path.with_suffix(".tmp")
     tmpm.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmpm, manifest_path)
-    del keras
     return path
 
 
@@ -226,7 +223,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = resolve_data_dir(args.data)
-    if data_dir is None or not (data_dir / "dataset.csv").is_file():
+    if not is_fracatlas_dir(data_dir):
         log.error("FracAtlas not found (%s); pass --data DIR or set $%s", data_dir, CONFIG.data_env_var)
         return 2
 

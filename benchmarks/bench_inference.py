@@ -192,10 +192,10 @@ def main(argv=None) -> int:
     if args.quick:
         args.runs, args.warmup, args.cli_images = 5, 2, 16
 
-    from important_variables import resolve_data_dir
+    from important_variables import is_fracatlas_dir, resolve_data_dir
 
     data_dir = resolve_data_dir(args.data)
-    if data_dir is None or not (data_dir / "dataset.csv").is_file():
+    if not is_fracatlas_dir(data_dir):
         ap.error("FracAtlas not found: pass --data or set $FRACATLAS_DIR")
     import tensorflow as tf
 

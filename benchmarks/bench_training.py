@@ -97,10 +97,10 @@ def main(argv=None) -> int:
 
     from fracture.dataset import FracAtlas
     from fracture.pipeline import load_split_arrays
-    from important_variables import resolve_data_dir
+    from important_variables import is_fracatlas_dir, resolve_data_dir
 
     data_dir = resolve_data_dir(args.data)
-    if data_dir is None or not (data_dir / "dataset.csv").is_file():
+    if not is_fracatlas_dir(data_dir):
         ap.error("FracAtlas not found: pass --data or set $FRACATLAS_DIR")
     arrays = load_split_arrays(FracAtlas(data_dir), "train", limit=args.limit)
     res = {"load_avg_start": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),

@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from important_variables import is_fracatlas_dir
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -103,7 +105,7 @@ class FracAtlas:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
-        if not (self.root / "dataset.csv").is_file():
+        if not is_fracatlas_dir(self.root):
             raise DatasetError(f"{self.root}: not a FracAtlas directory (dataset.csv not found)")
         self.skipped_annotations: list[str] = []
         self._tags = self._read_tags()

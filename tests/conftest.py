@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from important_variables import CONFIG, resolve_data_dir  # noqa: E402
+from important_variables import CONFIG, is_fracatlas_dir, resolve_data_dir  # noqa: E402
 
 
 def _require(what: str, reason: str):
@@ -26,7 +26,7 @@ def _require(what: str, reason: str):
 def data_dir() -> Path:
     """The FracAtlas directory ($FRACATLAS_DIR, else the default locations)."""
     d = resolve_data_dir(None)
-    if d is None or not (d / "dataset.csv").is_file():
+    if not is_fracatlas_dir(d):
         _require("FracAtlas", f"FracAtlas not found; set ${CONFIG.data_env_var}")
     return d
 
