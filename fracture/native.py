@@ -1,0 +1,225 @@
+"""FracAtlas at native pixel scale: decoded splits, fracture-centred crops, padding.
+
+Why native scale: all 143 valid/test fractured images are 373x454 or 454x373, so
+squeezing them to 256x256 shrinks the median fracture box to 15x15 px. Here an image
+keeps its stored grid unless its long side exceeds ``CONFIG.native_long_side``, in
+which case it is brought down to that (the same rule :func:`native_scale` applies to
+uploads at prediction time, so train and test scale match). Training uses
+``CONFIG.input_size`` crops of these images; prediction runs the fully convolutional
+net on the whole image padded to a multiple of ``CONFIG.pad_multiple``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fracture.dataset import FracAtlas, Record
+from image_io import ImageLoadError, to_model_gray
+from important_variables import CONFIG
+
+log = logging.getLogger(__name__)
+
+
+def native_scale(height: int, width: int, long_side: int = CONFIG.native_long_side) -> float:
+    """Factor (<= 1) that brings an image of ``height`` x ``width`` to the training scale."""
+    return min(1.0, long_side / float(max(height, width)))
+
+
+def to_native_gray(gray: np.ndarray, long_side: int = CONFIG.native_long_side) -> np.ndarray:
+    """(H, W) grey (any dtype) → (h, w) same dtype at training scale (INTER_AREA when shrinking)."""
+    h, w = gray.shape[:2]
+    s = native_scale(h, w, long_side)
+    if s >= 1.0:
+        return gray
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int = CONFIG.pad_multiple) -> np.ndarray:
+    """Zero-pad the two leading spatial axes of ``x`` (H, W, ...) at the bottom/right to multiples of ``multiple``."""
+    h, w = x.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not ph and not pw:
+        return x
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (x.ndim - 2)
+    return np.pad(x, pad)
+
+
+@dataclass
+class NativeSplit:
+    """One split decoded at training scale.
+
+    images[i]: (h_i, w_i) uint8 grey; masks[i]: (h_i, w_i) uint8 in {0, 1};
+    scales[i]: factor from the stored grid to this one; fractured: (N,) bool.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    ids: list[str]
+    fractured: np.ndarray
+    scales: np.ndarray
+    skipped: list[str]
+
+
+def _decode(rec: Record) -> tuple[np.ndarray, np.ndarray, float]:
+    gray = to_model_gray(rec.load_pixels())
+    h, w = gray.shape
+    mask = rec.mask(h, w)
+    s = native_scale(h, w)
+    g8 = np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if s < 1.0:
+        g8 = to_native_gray(g8)
+        mask = cv2.resize(mask, (g8.shape[1], g8.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return g8, mask, s
+
+
+def _pack(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    shapes = np.array([a.shape for a in arrays], np.int64).reshape(-1, 2)
+    flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.uint8)
+    return flat, shapes
+
+
+def _unpack(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
+    out, pos = [], 0
+    for h, w in shapes:
+        out.append(flat[pos : pos + h * w].reshape(h, w))
+        pos += h * w
+    return out
+
+
+def load_native_split(ds: FracAtlas, split: str, limit: int | None = None, use_cache: bool = True) -> NativeSplit:
+    """Decode every image of ``split`` at training scale, skipping unreadable ones (logged, counted).
+
+    Cached in ``.cache/`` as uint8 (never committed). ``limit`` keeps the first
+    ``limit`` fractured and ``limit`` negative images (tests; not cached).
+    """
+    frac, neg = ds.records(split, fractured=True), ds.records(split, fractured=False)
+    if limit is not None:
+        frac, neg = frac[:limit], neg[:limit]
+        use_cache = False
+    records = frac + neg
+    key = hashlib.sha256(f"{Path(ds.root).resolve()}|{CONFIG.native_long_side}|native-v1|".encode() + "|".join(r.image_id for r in records).encode())
+    cache_file = CONFIG.cache_dir / f"fracatlas_{split}_native_{key.hexdigest()[:16]}.npz"
+    if use_cache and cache_file.is_file():
+        z = np.load(cache_file, allow_pickle=False)
+        out = NativeSplit(_unpack(z["images"], z["shapes"]), _unpack(z["masks"], z["shapes"]), list(z["ids"]),
+                          z["fractured"], z["scales"], list(z["skipped"]))
+        log.info("%s: %d native-scale images from cache (%d unreadable skipped)", split, len(out.ids), len(out.skipped))
+        return out
+
+    def work(rec):
+        try:
+            return rec, _decode(rec), None
+        except ImageLoadError as exc:
+            return rec, None, str(exc)
+
+    imgs, masks, ids, fractured, scales, skipped = [], [], [], [], [], []
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for rec, out, err in pool.map(work, records):
+            if err is not None:
+                log.warning("skipping unreadable image: %s", err)
+                skipped.append(err)
+                continue
+            imgs.append(out[0])
+            masks.append(out[1])
+            scales.append(out[2])
+            ids.append(rec.image_id)
+            fractured.append(rec.fractured)
+    log.info("%s: %d images decoded at native scale, %d unreadable skipped", split, len(ids), len(skipped))
+    result = NativeSplit(imgs, masks, ids, np.array(fractured, bool), np.array(scales, np.float64), skipped)
+    if use_cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        flat_i, shapes = _pack(imgs)
+        flat_m, _ = _pack(masks)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, images=flat_i, masks=flat_m, shapes=shapes, ids=np.array(ids), fractured=result.fractured,
+                 scales=result.scales, skipped=np.array(skipped, dtype=str))
+        os.replace(tmp, cache_file)
+    return result
+
+
+@dataclass(frozen=True)
+class CropAugment:
+    """Augmentation of a training crop (values from the recipe in issue 9: flips, ±12°)."""
+
+    max_rotation_deg: float = 12.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    contrast_range: tuple[float, float] = (0.8, 1.2)
+    brightness_range: tuple[float, float] = (-0.08, 0.08)
+
+
+def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop: int, centre_on_fracture: bool,
+                aug: CropAugment | None) -> tuple[np.ndarray, np.ndarray]:
+    """One ``crop`` x ``crop`` training view of a native-scale image.
+
+    image (h, w) uint8, mask (h, w) uint8. Returns (crop, crop) float32 in [0, 1] and
+    (crop, crop) uint8 mask. With ``centre_on_fracture`` (and fracture pixels present)
+    the crop centre is a random fracture pixel moved by at most crop/4, else uniform.
+    Outside the image is black (as the zero padding at prediction time).
+    """
+    h, w = image.shape
+    half = crop / 2.0
+    if centre_on_fracture and mask.any():
+        ys, xs = np.nonzero(mask)
+        k = rng.integers(len(ys))
+        cx, cy = xs[k] + rng.uniform(-crop / 4, crop / 4), ys[k] + rng.uniform(-crop / 4, crop / 4)
+    else:
+        cx = rng.uniform(half, w - half) if w > crop else w / 2.0
+        cy = rng.uniform(half, h - half) if h > crop else h / 2.0
+    angle = rng.uniform(-aug.max_rotation_deg, aug.max_rotation_deg) if aug else 0.0
+    scale = rng.uniform(*aug.scale_range) if aug else 1.0
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, scale)
+    m[:, 2] += (half - cx, half - cy)
+    img = cv2.warpAffine(image, m, (crop, crop), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    msk = cv2.warpAffine(mask, m, (crop, crop), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    img = img.astype(np.float32) * np.float32(1 / 255)
+    if aug:
+        if rng.random() < aug.hflip_p:
+            img, msk = img[:, ::-1], msk[:, ::-1]
+        if rng.random() < aug.vflip_p:
+            img, msk = img[::-1], msk[::-1]
+        c, b = rng.uniform(*aug.contrast_range), rng.uniform(*aug.brightness_range)
+        mean = float(img.mean())
+        img = np.clip((img - mean) * c + mean + b, 0.0, 1.0)
+    return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def crop_stream(split: NativeSplit, rng: np.random.Generator, crop: int = CONFIG.input_size, fractured_share: float = 0.5,
+                aug: CropAugment | None = CropAugment()) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless (x (crop, crop, 3) float32, y (crop, crop, 2) float32 one-hot) training samples.
+
+    A 50/50 sampler by default: a sample is a fracture-centred crop of a random
+    fractured image with probability ``fractured_share``, else a random crop of a
+    random negative image.
+    """
+    frac = np.flatnonzero(split.fractured)
+    neg = np.flatnonzero(~split.fractured)
+    while True:
+        use_frac = len(frac) and (not len(neg) or rng.random() < fractured_share)
+        i = int(rng.choice(frac if use_frac else neg))
+        g, m = sample_crop(split.images[i], split.masks[i], rng, crop, bool(use_frac), aug)
+        x = np.repeat(g[..., None], CONFIG.input_channels, axis=-1)
+        mf = m.astype(np.float32)
+        yield x, np.stack([1.0 - mf, mf], axis=-1)
+
+
+def crop_dataset(split: NativeSplit, batch_size: int, seed: int, start: int, crop: int = CONFIG.input_size,
+                 fractured_share: float = 0.5):
+    """Endless batched tf.data pipeline over :func:`crop_stream`, seeded by (seed, start)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng([seed, start])
+    sig = (tf.TensorSpec((crop, crop, CONFIG.input_channels), tf.float32), tf.TensorSpec((crop, crop, CONFIG.num_classes), tf.float32))
+    ds = tf.data.Dataset.from_generator(lambda: crop_stream(split, rng, crop, fractured_share), output_signature=sig)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(4)
