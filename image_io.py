@@ -24,16 +24,18 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from dicom_io import load_dicom  # light: pydicom itself is imported only when a DICOM comes
+from image_checks import ImageLoadError, check_pixels, one_line, refuse_too_large, refuse_too_many_bytes
 from important_variables import CONFIG
+
+# ImageLoadError is defined in image_checks (shared with dicom_io) and offered here too:
+# callers import the decoder's error from the decoder.
+__all__ = ["ImageLoadError", "LoadedImage", "load_image", "read_image_file", "resize_for_model", "to_model_gray"]
 
 log = logging.getLogger(__name__)
 
 # Never accept half-decoded data: a truncated JPEG must fail, not give grey rows.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-
-class ImageLoadError(ValueError):
-    """The file cannot be used; ``str(err)`` is one line naming the file and the cause."""
 
 
 @dataclass(frozen=True)
@@ -63,19 +65,6 @@ def _is_dicom(data: bytes) -> bool:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _one_line(exc: BaseException) -> str:
-    """First line of an exception's text, or its type name when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(": ") if text else type(exc).__name__
-
-
-def _refuse_too_large(name: str, width: int, height: int) -> None:
-    if width * height > CONFIG.max_image_pixels:
-        raise ImageLoadError(
-            f"{name}: {width}x{height} px is over the limit of {CONFIG.max_image_pixels:,} pixels; refused before decoding"
-        )
-
-
 def _check_png(data: bytes, name: str) -> None:
     """Walk a PNG's chunks: refuse a bomb from IHDR alone and any chunk with a wrong CRC.
 
@@ -94,7 +83,7 @@ def _check_png(data: bytes, name: str) -> None:
             if ctype != b"IHDR" or length < 8:
                 raise ImageLoadError(f"{name}: broken PNG file (no IHDR header chunk)")
             width, height = struct.unpack(">II", data[pos + 8 : pos + 16])
-            _refuse_too_large(name, width, height)
+            refuse_too_large(name, width, height)
             first = False
         (stored,) = struct.unpack(">I", data[body_end : body_end + 4])
         if zlib.crc32(data[pos + 4 : body_end]) != stored:
@@ -109,22 +98,22 @@ def load_image(data: bytes, name: str, *, exif_orientation: bool = True) -> Load
     """Decode ``data`` (the whole file's bytes); ``name`` is used in error messages only.
 
     ``exif_orientation`` False keeps the stored pixel grid (the data set's annotations
-    refer to it); True, for users, turns the image upright first.
+    refer to it); True, for users, turns the image upright first. The pixels always
+    pass :func:`image_checks.check_pixels`: (H, W) or (H, W, 3), uint8 or uint16, of a
+    sane size; anything else raises ImageLoadError, and no other exception escapes.
     """
     if not data:
         raise ImageLoadError(f"{name}: empty file (0 bytes)")
+    refuse_too_many_bytes(name, len(data))
     if data.startswith(_PNG_SIGNATURE):
         _check_png(data, name)
     if _is_dicom(data):
-        from dicom_io import load_dicom  # pydicom is imported only when needed
-
         pixels, note = load_dicom(data, name)
     elif name.lower().endswith(".dcm"):
         pixels, note = _load_dcm_named(data, name)
     else:
         pixels, note = _load_pillow(data, name, exif_orientation)
-    _check_size(pixels, name)
-    return LoadedImage(pixels=pixels, note=note)
+    return LoadedImage(pixels=check_pixels(pixels, name), note=note)
 
 
 def _load_dcm_named(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
@@ -133,22 +122,12 @@ def _load_dcm_named(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
     try:
         pixels, note = _load_pillow(data, name)
     except ImageLoadError as pil_err:
-        from dicom_io import load_dicom
-
         try:
             return load_dicom(data, name, force=True)
         except ImageLoadError:
             raise pil_err from None
     fmt_note = "not a DICOM file despite its .dcm name; read as an ordinary image"
     return pixels, "; ".join(n for n in (note, fmt_note) if n)
-
-
-def _check_size(pixels: np.ndarray, name: str) -> None:
-    h, w = pixels.shape[:2]
-    if min(h, w) < CONFIG.min_image_side:
-        raise ImageLoadError(
-            f"{name}: image is {w}x{h} px, too small to be an X-ray (at least {CONFIG.min_image_side} px a side)"
-        )
 
 
 def _load_pillow(data: bytes, name: str, exif_orientation: bool = True) -> tuple[np.ndarray, str | None]:
@@ -159,7 +138,7 @@ def _load_pillow(data: bytes, name: str, exif_orientation: bool = True) -> tuple
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             w, h = im.size
-            _refuse_too_large(name, w, h)
+            refuse_too_large(name, w, h)
             n_frames = getattr(im, "n_frames", 1)
             if n_frames > 1:
                 im.seek(0)
@@ -169,6 +148,8 @@ def _load_pillow(data: bytes, name: str, exif_orientation: bool = True) -> tuple
             # boxes are given in the coordinates the user sees.
             if exif_orientation:
                 im = ImageOps.exif_transpose(im)
+            # Inside the try: a mode conversion can fail on a damaged file too.
+            pixels = _pil_to_array(im, name)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -177,16 +158,18 @@ def _load_pillow(data: bytes, name: str, exif_orientation: bool = True) -> tuple
         raise ImageLoadError(
             f"{name}: image is over the limit of {CONFIG.max_image_pixels:,} pixels; refused before decoding"
         ) from exc
+    except MemoryError:
+        raise  # not the file's fault alone: callers report it as such
     except OSError as exc:
-        msg = _one_line(exc)
+        msg = one_line(exc)
         if "truncated" in msg.lower() or "premature end" in msg.lower():
             raise ImageLoadError(f"{name}: truncated image file, cannot be decoded completely") from exc
         if "cannot identify image file" in msg:
             raise ImageLoadError(f"{name}: not a recognised image format (JPEG, PNG or DICOM expected)") from exc
         raise ImageLoadError(f"{name}: cannot decode image ({msg})") from exc
     except Exception as exc:  # Pillow raises many types (SyntaxError for a bad PNG chunk, ...)
-        raise ImageLoadError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
-    return _pil_to_array(im, name), note
+        raise ImageLoadError(f"{name}: cannot decode image ({one_line(exc)})") from exc
+    return pixels, note
 
 
 def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
@@ -198,9 +181,13 @@ def _pil_to_array(im: Image.Image, name: str) -> np.ndarray:
     if mode in ("I", "F"):
         # 32-bit int / float images (some TIFFs): stretched to the full uint16 range.
         arr = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageLoadError(f"{name}: image holds NaN or infinite pixel values")
         lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-        return (scaled * 65535.0 + 0.5).astype(np.uint16)
+        if hi <= lo:
+            return np.zeros(arr.shape, np.uint16)
+        # float64: arr - lo can overflow float32 when the values span most of its range.
+        return ((arr.astype(np.float64) - lo) * (65535.0 / (hi - lo)) + 0.5).astype(np.uint16)
     if mode == "L":
         return np.array(im, dtype=np.uint8)
     if mode in ("1", "LA", "La"):
@@ -241,6 +228,8 @@ def read_image_file(path, name: str | None = None, *, exif_orientation: bool = T
     path = Path(path)
     name = name or path.name
     try:
+        # Size first: a huge file is refused without being read into memory.
+        refuse_too_many_bytes(name, path.stat().st_size)
         data = path.read_bytes()
     except OSError as exc:
         raise ImageLoadError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
