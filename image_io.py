@@ -1,9 +1,11 @@
 """Decoding of user and data-set images into pixel arrays, in memory only.
 
 ``load_image(data, name)`` turns the bytes of a JPEG, PNG (8/16 bit, grey, RGB,
-RGBA, palette), other Pillow formats or a DICOM file into a numpy array and
-raises :class:`ImageLoadError` with a one-line message naming the file and the
-problem for anything it cannot read faithfully. ``to_model_gray`` and
+RGBA, palette), other Pillow formats or a DICOM file (``dicom_io``) into a numpy
+array and raises :class:`ImageLoadError` with a one-line message naming the file
+and the problem for anything it cannot read faithfully. Whatever the decoder, the
+array passes ``image_checks.check_pixels`` ((H, W) or (H, W, 3), uint8 or uint16,
+within the size limits) before anyone else sees it. ``to_model_gray`` and
 ``resize_for_model`` give the model's view of a decoded image; training and
 inference both go through them, so they see the same pixels.
 
@@ -208,10 +210,12 @@ def to_model_gray(pixels: np.ndarray) -> np.ndarray:
         else:
             # cv2 takes uint8/uint16 directly and keeps the dtype.
             arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2GRAY)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
+    if arr.dtype in (np.uint8, np.uint16):
+        # Divided in place: one full-size float32 array instead of two (240 MB each at
+        # the 60-megapixel limit). Same float32 division, so the same values, bit for bit.
+        out = arr.astype(np.float32)
+        out /= np.float32(255.0 if arr.dtype == np.uint8 else 65535.0)
+        return out
     arr = arr.astype(np.float32)
     return np.clip(arr, 0.0, 1.0)
 

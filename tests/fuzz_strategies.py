@@ -50,6 +50,11 @@ class FuzzCase:
     data: bytes
     recipe: str
 
+    @property
+    def kind(self) -> str:
+        """Which strategy made it: "arbitrary", "mutated" or "dicom"."""
+        return {"arbitrary": "arbitrary", "seed": "mutated", "DICOM": "dicom"}.get(self.recipe.split(" ", 1)[0], "other")
+
     def __repr__(self) -> str:  # Hypothesis prints this for a failing example: keep it short
         digest = hashlib.sha256(self.data).hexdigest()[:12]
         return f"FuzzCase({self.name!r}, {len(self.data)} bytes sha256 {digest}..., {self.recipe})"
@@ -543,8 +548,3 @@ def _dataset(h: dict, payload: bytes, explicit: bool, big: bool, encapsulated: b
     else:
         out.append(el(0x7FE0, 0x0010, b"OW", payload))
     return b"".join(out)
-
-
-def any_file() -> st.SearchStrategy[FuzzCase]:
-    """All three kinds, in equal shares."""
-    return st.one_of(arbitrary_files(), mutated_files(), dicom_files())
