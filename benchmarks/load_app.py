@@ -483,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SETUP
     print(format_report(rep))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({**asdict(rep), "ok": rep.ok}, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK if rep.ok else EXIT_MISMATCH
 
