@@ -110,11 +110,9 @@ def _decode_first_frame(ds, h: dict, name: str) -> np.ndarray:
             _check_native_length(ds, h, name)
         # index=0 decodes the first frame only (a 500-frame CT does not become 500 arrays).
         arr = pixel_array(ds, index=0)
-    except ImageLoadError:
+    except (ImageLoadError, MemoryError):
         raise
-    except MemoryError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # pydicom and its plugins raise many types for damaged data
         ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
         raise ImageLoadError(
             f"{name}: cannot decode DICOM pixel data with transfer syntax {ts_name} ({one_line(exc)})"
