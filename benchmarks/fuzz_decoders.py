@@ -113,7 +113,7 @@ def run_fuzz(n_cases: int, seed: int, meter: PeakMemory, failures_dir: Path) -> 
     by_kind: Counter = Counter()
     kind_outcomes: Counter = Counter()
     unhandled: list[dict] = []
-    worst_time: list[tuple[float, str]] = []
+    worst_time: list[tuple[float, int, FuzzCase]] = []  # (seconds, case number, case)
     worst_mem: list[tuple[int, str]] = []
     times, mems = [], []
 
@@ -123,7 +123,7 @@ def run_fuzz(n_cases: int, seed: int, meter: PeakMemory, failures_dir: Path) -> 
         mems.append(peak)
         by_kind[case.kind] += 1
         kind_outcomes[f"{case.kind} {out if isinstance(out, str) else 'unhandled'}"] += 1
-        worst_time.append((seconds, case.recipe))
+        worst_time.append((seconds, len(times), case))
         worst_mem.append((peak, case.recipe))
         if len(worst_time) > 50:  # keep the 5 worst without holding every recipe
             worst_time.sort(reverse=True)
@@ -159,10 +159,17 @@ def run_fuzz(n_cases: int, seed: int, meter: PeakMemory, failures_dir: Path) -> 
         "p99_time_ms": round(float(np.percentile(times, 99)) * 1000, 2) if times else None,
         "worst_peak_mb": round(max(mems) / MB, 1) if mems else None,
         "p99_peak_mb": round(float(np.percentile(mems, 99)) / MB, 2) if mems else None,
-        "slowest": [{"ms": round(s * 1000, 1), "recipe": r} for s, r in worst_time[:5]],
+        # The 5 slowest cases timed again (best of 3): a one-off pause of a loaded machine
+        # or of the garbage collector shows as a fast re-run, a slow file as a slow one.
+        "slowest": [{"ms": round(s * 1000, 1), "rerun_ms": _best_of(c, meter, 3), "recipe": c.recipe}
+                    for s, _, c in worst_time[:5]],
         "largest_memory": [{"mb": round(m / MB, 1), "recipe": r} for m, r in worst_mem[:5]],
         "wall_s": round(time.time() - t0, 1),
     }
+
+
+def _best_of(case: FuzzCase, meter: PeakMemory, runs: int) -> float:
+    return round(min(meter.measure(lambda: check_case(case))[1] for _ in range(runs)) * 1000, 2)
 
 
 def _report_failure(case: FuzzCase, exc: Exception, failures_dir: Path, k: int) -> dict:
@@ -268,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write(f"unhandled exceptions: {f['unhandled_exceptions']}\n")
     out.write(f"worst time per file: {f['worst_time_ms']} ms (p99 {f['p99_time_ms']} ms)\n")
     out.write(f"worst memory per file ({mem}): {f['worst_peak_mb']} MB (p99 {f['p99_peak_mb']} MB)\n")
-    out.write(f"slowest: {f['slowest'][0]['recipe'] if f['slowest'] else '-'}\n")
+    for row in f["slowest"]:
+        out.write(f"  slow case: {row['ms']} ms, re-run {row['rerun_ms']} ms: {row['recipe']}\n")
     for row in res.get("limits", []):
         out.write(f"{row['recipe']:58s} {row['file_mb']:6.1f} MB file  {row['outcome']:8s} median {row['median_ms']:7.1f} ms"
                   f"  worst {row['worst_ms']:7.1f} ms  {row['peak_mb']:7.1f} MB peak\n")
