@@ -15,7 +15,8 @@ and says whether the outcome is allowed: a valid image or an ``ImageLoadError``.
 - :func:`dicom_files`: DICOM files written byte by byte with arbitrary Rows,
   Columns, SamplesPerPixel, BitsAllocated/BitsStored/HighBit,
   PhotometricInterpretation, NumberOfFrames, PixelRepresentation, rescale and
-  window values, transfer syntax, and pixel data of the right or a wrong length.
+  window values, Modality/VOI LUT sequences, palette tables, transfer syntax, and
+  pixel data of the right or a wrong length.
 
 Pixel payloads come from numpy's generator seeded by a drawn integer, not from
 Hypothesis byte strings: that keeps generation fast at thousands of cases.
@@ -400,7 +401,15 @@ def _wild_values() -> dict[str, st.SearchStrategy]:
         "slope": _optional(st.one_of(st.sampled_from(_DS_VALUES), _NUMBER)),
         "intercept": _optional(st.one_of(st.sampled_from(_DS_VALUES), _NUMBER)),
         "palette": st.booleans(),
+        "modality_lut": _optional(_lut()),
+        "voi_lut": _optional(_lut()),
     }
+
+
+def _lut() -> st.SearchStrategy[tuple[int, int, int, int]]:
+    """A Modality/VOI LUT item: (entries, first mapped value, bits, LUTData length in bytes or -1 = as entries say)."""
+    return st.tuples(st.sampled_from([0, 1, 16, 256, 4096, 65535]), st.sampled_from([0, 100, 65436, 65535]),
+                     st.sampled_from([8, 12, 16, 0, 17, 32]), st.sampled_from([-1, -1, 0, 1, 511, 4096]))
 
 
 def _optional(strategy):
@@ -448,6 +457,8 @@ def dicom_files(draw) -> FuzzCase:
         h["wc"], h["ww"] = draw(_NUMBER), draw(_NUMBER)
     if h["spp"] == 1 and draw(st.booleans()):
         h["slope"], h["intercept"] = draw(_NUMBER), draw(_NUMBER)
+    if h["spp"] == 1 and draw(st.integers(0, 3)) == 0:  # a lookup table instead of a linear function
+        h[draw(st.sampled_from(["modality_lut", "voi_lut"]))] = (256, 0, 16, -1)
     base = dict(h)
     wild = _wild_values()
     changed = draw(st.lists(st.sampled_from(sorted(wild)), max_size=3, unique=True))
@@ -501,6 +512,18 @@ def _encapsulated_payload(draw, ts_key: str, base: dict, rng: np.random.Generato
     return rng.integers(0, 256, draw(st.integers(0, 4096)), dtype=np.uint8).tobytes(), "random bytes"
 
 
+def _lut_sequence(elem: int, lut: tuple[int, int, int, int], explicit: bool, big: bool) -> bytes:
+    """(0028,elem) sequence of one LUT item: LUTDescriptor, then LUTData (ramp, or a wrong length)."""
+    entries, first, bits, data_len = lut
+    e = ">" if big else "<"
+    n = (entries or 65536) * 2 if data_len < 0 else data_len
+    values = (np.arange(n // 2, dtype=np.uint32) * 13 % 65536).astype(f"{e}u2").tobytes() + b"\0" * (n % 2)
+    item = (_element(0x0028, 0x3002, b"US", _us(entries, big) + _us(first, big) + _us(bits, big), explicit=explicit, big=big)
+            + _element(0x0028, 0x3006, b"OW", values, explicit=explicit, big=big))
+    body = struct.pack(f"{e}HHI", 0xFFFE, 0xE000, len(item)) + item + struct.pack(f"{e}HHI", 0xFFFE, 0xE0DD, 0)
+    return _element(0x0028, elem, b"SQ", body, explicit=explicit, big=big, undefined=True)
+
+
 def _dataset(h: dict, payload: bytes, explicit: bool, big: bool, encapsulated: bool) -> bytes:
     """The data set's elements in tag order, encoded as asked (values as drawn, however odd)."""
 
@@ -536,6 +559,9 @@ def _dataset(h: dict, payload: bytes, explicit: bool, big: bool, encapsulated: b
     for elem, key in ((0x1050, "wc"), (0x1051, "ww"), (0x1052, "intercept"), (0x1053, "slope"), (0x1056, "voi")):
         if h[key] is not None:
             out.append(el(0x0028, elem, b"CS" if key == "voi" else b"DS", text(h[key])))
+    for elem, key in ((0x3000, "modality_lut"), (0x3010, "voi_lut")):
+        if h[key] is not None:
+            out.append(_lut_sequence(elem, h[key], explicit, big))
     # Palette data elements (0028,12xx) come after the window/rescale ones (0028,105x) in tag order.
     out.sort(key=lambda b: struct.unpack(">HH" if big else "<HH", b[:4]))
     if encapsulated:
