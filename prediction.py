@@ -136,9 +136,13 @@ class Source:
 
 @dataclass
 class Outcome:
-    """One input after the loop: ``result`` (and the decoded ``pixels``) or a one-line ``error``."""
+    """One input after the loop: ``result`` (and the decoded ``pixels``) or a one-line ``error``.
+
+    image: what ``source.load`` returned (e.g. an ``image_io.LoadedImage``), None if it failed.
+    """
 
     source: Source
+    image: Any = None
     pixels: np.ndarray | None = None
     note: str | None = None
     result: PredictionResult | None = None
@@ -170,7 +174,7 @@ def _decode(src: Source) -> Outcome:
     pixels = getattr(loaded, "pixels", loaded)
     if not isinstance(pixels, np.ndarray):
         return Outcome(src, error=f"{src.name}: the decoder returned no image")
-    return Outcome(src, pixels=pixels, note=getattr(loaded, "note", None))
+    return Outcome(src, image=loaded, pixels=pixels, note=getattr(loaded, "note", None))
 
 
 def _finish(predictor, batch: list[Outcome], threshold: float) -> None:
