@@ -68,7 +68,10 @@ from evaluation.report import markdown_table, write_report
 from evaluation.scoring import findings_f1, json_safe, score_cases  # noqa: F401
 from evaluation.ship import ship
 from evaluation.thresholds import choose_threshold, sweep_thresholds, write_threshold_to_manifest  # noqa: F401
+from fracture.dataset import DatasetError, FracAtlas
 from important_variables import CONFIG, MODEL_NAMES
+from model_manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest, sha256_file
+from prediction import Predictor
 
 log = logging.getLogger("evaluate")
 
@@ -108,9 +111,7 @@ def _check_combination(args) -> None:
 
 def _run_model(name: str, args, atlas, manifest: dict, command: str) -> tuple[int, dict | None]:
     """Evaluate one named model as the command line asks; (exit code, report or None)."""
-    from create_segmentation_model import load_named_model
-    from model_manifest import ModelIntegrityError, model_entry, sha256_file
-    from prediction import Predictor
+    from create_segmentation_model import load_named_model  # Keras: imported only when a model is loaded
 
     entry = model_entry(name, manifest)
     if args.threshold is not None:
@@ -152,16 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_combination(args)
         data_dir = require_data_dir(args.data)
-        from fracture.dataset import DatasetError, FracAtlas
-
         try:
             atlas = FracAtlas(data_dir)
         except DatasetError as exc:
             raise UsageError(str(exc)) from None
     except UsageError as exc:
         return report_usage_error("evaluate.py", exc)
-
-    from model_manifest import ManifestError, read_manifest
 
     try:
         manifest = read_manifest()

@@ -32,7 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
+from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
+from model_manifest import ModelIntegrityError, verify_model_file
+from prediction import Predictor, Source, encode_png, iter_predictions, result_to_dict
 
 log = logging.getLogger("predict")
 
@@ -94,7 +97,6 @@ def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> 
     whose ``file`` is the model's file name. A file no manifest vouches for is
     refused unless ``allow_unverified`` (e.g. a fresh training output).
     """
-    from model_manifest import ModelIntegrityError, verify_model_file
 
     path = Path(model_file) if model_file else CONFIG.model_path(name)
     if not path.is_file():
@@ -109,8 +111,7 @@ def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> 
 
 def load_predictor(choice: ModelChoice):
     """Load the checked file (hash pinned to the one checked) behind the compiled, warmed-up forward pass."""
-    from create_segmentation_model import load_segmentation_model
-    from prediction import Predictor
+    from create_segmentation_model import load_segmentation_model  # Keras: imported only when a model is loaded
 
     return Predictor(load_segmentation_model(choice.path, choice.sha256, compile=False, allow_unverified=True), choice.name)
 
@@ -118,7 +119,6 @@ def load_predictor(choice: ModelChoice):
 # --------------------------------------------------------------------------- work
 def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result) -> None:
     """``<stem>_annotated.png`` (RGB overlay) and ``<stem>_mask.png`` (0/255) at the image's size."""
-    from prediction import encode_png
 
     # Compression level 1: ~3x faster to write than the default 3, files ~10 % larger.
     (out_dir / f"{stem}_annotated.png").write_bytes(encode_png(result.overlay(pixels), compression=1))
@@ -143,8 +143,6 @@ def run(
     (decode, model, drawing or writing its PNGs) gets its one-line ``error``; the
     others go on.
     """
-    from image_io import read_image_file
-    from prediction import Source, iter_predictions, result_to_dict
 
     stems = dict(zip(files, output_stems(files), strict=True))
     sources = [Source(str(p), (lambda p=p: read_image_file(p, name=str(p))), p) for p in files]
@@ -238,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UsageError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
-        from model_manifest import ModelIntegrityError
 
         t_load = time.time()
         try:

@@ -36,11 +36,23 @@ class Validator:
         self.batch_size = batch_size
         self.records = select_records(self.atlas, split, limit)
         self.skipped: list[str] = []
+        self._wrapped: tuple = (None, None)  # (Keras model, its Predictor): traced once, reused every epoch
 
-    def cases(self, predictor, threshold: float, progress: bool = False) -> list:
-        """Run ``predictor`` on the split: ``evaluation.cases.Case`` per readable image (skips in ``self.skipped``)."""
-        cases, self.skipped = run_inference(_as_predictor(predictor), self.records, threshold, self.batch_size, progress)
+    def cases(self, model_or_predictor, threshold: float, progress: bool = False) -> list:
+        """Run the model on the split: ``evaluation.cases.Case`` per readable image (skips in ``self.skipped``)."""
+        cases, self.skipped = run_inference(self._predictor(model_or_predictor), self.records, threshold,
+                                            self.batch_size, progress)
         return cases
+
+    def _predictor(self, model_or_predictor):
+        """A ``prediction.Predictor`` (or anything with ``forward``) as is; a Keras model wrapped once."""
+        if hasattr(model_or_predictor, "forward") or hasattr(model_or_predictor, "predict_probs"):
+            return model_or_predictor
+        if self._wrapped[0] is not model_or_predictor:
+            from prediction import Predictor
+
+            self._wrapped = (model_or_predictor, Predictor(model_or_predictor, getattr(model_or_predictor, "name", "model")))
+        return self._wrapped[1]
 
     def score(self, model_or_predictor, threshold: float, progress: bool = False) -> dict:
         """Every report section (counts, segmentation, localization, image_level, pixel_accuracy,
@@ -50,11 +62,3 @@ class Validator:
         scored["counts"]["skipped_unreadable"] = len(self.skipped)
         return json_safe(scored)
 
-
-def _as_predictor(model_or_predictor):
-    """A ``prediction.Predictor`` (or anything with ``forward``) as is; a Keras model wrapped."""
-    if hasattr(model_or_predictor, "forward") or hasattr(model_or_predictor, "predict_probs"):
-        return model_or_predictor
-    from prediction import Predictor
-
-    return Predictor(model_or_predictor, getattr(model_or_predictor, "name", "model"))

@@ -137,9 +137,12 @@ def test_validator_scores_exactly_like_evaluate(atlas, predictor_factory):
 
     pred = predictor_factory("encoder_decoder")
     ev = ev_evaluator.evaluate(pred, atlas, "test", 0.5, limit=3, progress=False)
-    got = Validator(atlas, split="test", limit=3).score(pred, 0.5)
+    validator = Validator(atlas, split="test", limit=3)
+    got = validator.score(pred, 0.5)
+    from_model = validator.score(pred.model, 0.5)  # a trainer hands over its Keras model
     for section in ("segmentation", "localization", "image_level", "pixel_accuracy", "by_body_part", "per_image"):
         assert got[section] == ev.report[section], section
+        assert from_model[section] == ev.report[section], section
     assert got["counts"]["fractured_images"] == ev.report["counts"]["fractured_images"] >= 1
 
 
