@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,11 @@ def build_shim(dest: Path) -> list[str]:
 
 
 def main() -> int:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"])
+    missing = sorted(({p.stem for p in ROOT.glob("*.py")} | set(PACKAGES)) - listed)
+    if missing:  # an unlisted module would be treated as external and escape every contract
+        print(f"check_imports: add {', '.join(missing)} to [tool.importlinter] root_packages in pyproject.toml", file=sys.stderr)
+        return 1
     lint = Path(sys.executable).with_name("lint-imports")
     with tempfile.TemporaryDirectory(prefix="import-shim-") as tmp:
         build_shim(Path(tmp))
