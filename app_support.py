@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_manifest import model_entry
 
 #: Longest side, in pixels, of images sent to the browser. Results are computed and
 #: downloaded at full resolution; only the on-screen copy is reduced.
@@ -153,12 +154,12 @@ def metrics_table(metrics: Mapping[str, Mapping | None]) -> list[dict]:
 def manifest_rows(manifest: Mapping) -> list[dict]:
     """Training facts per model from the manifest, one column per model label, for the model card."""
     fields = ("epochs", "params", "threshold", "threshold_source", "training_minutes", "training_command")
-    models = manifest.get("models", {}) if isinstance(manifest, Mapping) else {}
+    entries = {name: model_entry(name, manifest) for name in MODEL_NAMES}
     rows = []
     for f in fields:
         row = {"field": f}
         for name in MODEL_NAMES:
-            value = models.get(name, {}).get(f)
+            value = entries[name].get(f)
             row[MODEL_LABELS[name]] = "" if value is None else str(value)
         rows.append(row)
     return rows

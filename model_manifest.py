@@ -33,7 +33,8 @@ from typing import Any
 
 from important_variables import CONFIG
 
-MANIFEST_NAME = "manifest.json"
+#: File name of a manifest, next to the weights it vouches for (the one spelling: CONFIG's).
+MANIFEST_NAME = CONFIG.manifest_path.name
 
 
 class ManifestError(ValueError):

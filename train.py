@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from important_variables import CONFIG, MODEL_NAMES, is_fracatlas_dir, resolve_data_dir
+from cli_common import UsageError, report_usage_error, require_data_dir
+from important_variables import CONFIG, MODEL_NAMES
 from model_manifest import MANIFEST_NAME
 
 log = logging.getLogger("train")
@@ -221,10 +222,10 @@ def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data_dir = resolve_data_dir(args.data)
-    if not is_fracatlas_dir(data_dir):
-        log.error("FracAtlas not found (%s); pass --data DIR or set $%s", data_dir, CONFIG.data_env_var)
-        return 2
+    try:
+        data_dir = require_data_dir(args.data)
+    except UsageError as exc:
+        return report_usage_error("train.py", exc)
 
     import keras
 
