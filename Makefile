@@ -1,4 +1,4 @@
-# Quick start: `make run` (the app on http://localhost:8501) and `make test`.
+# Quick start: `make run` (the app on http://localhost:8501) and `make test` (ruff, import contracts, pytest).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,10 +26,12 @@ run: $(VENV)/.run-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/python tools/check_imports.py
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/python tools/check_imports.py
 
 clean-venv:
 	rm -rf $(VENV)

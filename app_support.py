@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_manifest import model_entry
 
 #: Longest side, in pixels, of images sent to the browser. Results are computed and
 #: downloaded at full resolution; only the on-screen copy is reduced.
@@ -64,16 +65,6 @@ def download_names(file_name: str, model: str) -> dict[str, str]:
     return {"png": f"{stem}_annotated.png", "json": f"{stem}_findings.json", "mask": f"{stem}_mask.png"}
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """RGB (H, W, 3) or grey (H, W) uint8 → PNG bytes, in memory."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:  # cv2 only fails here on an impossible shape/dtype; say so rather than send junk
-        raise ValueError(f"cannot encode an array of shape {image.shape} and dtype {image.dtype} as PNG")
-    return buf.tobytes()
-
-
 def findings_json(result_dict: Mapping) -> bytes:
     """The findings download: ``result_to_dict`` output as UTF-8 JSON."""
     return json.dumps(result_dict, indent=2, ensure_ascii=False).encode("utf-8")
@@ -106,13 +97,16 @@ def no_finding_message(threshold: float) -> str:
     return f"No fracture found at threshold {threshold:.2f}."
 
 
-def manifest_threshold(manifest: Mapping, name: str) -> float:
-    """The model's default threshold from the manifest, else the configured default."""
-    try:
-        value = float(manifest["models"][name]["threshold"])
-    except (KeyError, TypeError, ValueError):
-        return CONFIG.default_threshold
-    return value if 0.0 < value < 1.0 else CONFIG.default_threshold
+def load_upload(name: str, data: bytes):
+    """Decode one upload from memory (``image_io.load_image``) after the app's size limit.
+
+    Returns an ``image_io.LoadedImage``; raises ``ImageLoadError`` (one line naming the file).
+    """
+    from image_io import ImageLoadError, load_image
+
+    if len(data) > CONFIG.max_upload_mb * 1024 * 1024:
+        raise ImageLoadError(f"{name}: file is {len(data) / 2**20:.1f} MB, over the {CONFIG.max_upload_mb} MB limit")
+    return load_image(data, name)
 
 
 # --------------------------------------------------------------------------- model card
@@ -160,12 +154,12 @@ def metrics_table(metrics: Mapping[str, Mapping | None]) -> list[dict]:
 def manifest_rows(manifest: Mapping) -> list[dict]:
     """Training facts per model from the manifest, one column per model label, for the model card."""
     fields = ("epochs", "params", "threshold", "threshold_source", "training_minutes", "training_command")
-    models = manifest.get("models", {}) if isinstance(manifest, Mapping) else {}
+    entries = {name: model_entry(name, manifest) for name in MODEL_NAMES}
     rows = []
     for f in fields:
         row = {"field": f}
         for name in MODEL_NAMES:
-            value = models.get(name, {}).get(f)
+            value = entries[name].get(f)
             row[MODEL_LABELS[name]] = "" if value is None else str(value)
         rows.append(row)
     return rows

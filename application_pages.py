@@ -16,6 +16,7 @@ import streamlit as st
 
 import app_support as sup
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_manifest import ModelIntegrityError, model_threshold, read_manifest_or_empty
 
 MODEL_BLURBS = {
     "unet": "Skip connections carry fine detail from encoder to decoder: sharper outlines.",
@@ -117,19 +118,10 @@ def get_predictor(name: str):
     """
     # Imported here: TensorFlow takes seconds to import and only the dashboard needs it.
     import create_segmentation_model
-    from prediction import Predictor
+    from model_manifest import model_entry
+    from prediction import predictor_for
 
-    return Predictor(create_segmentation_model.load_named_model(name), name)
-
-
-def _read_manifest() -> dict:
-    import json
-
-    try:
-        with open(CONFIG.manifest_path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
+    return predictor_for(create_segmentation_model.load_named_model(name), name, model_entry(name))
 
 
 def _reset_window() -> None:
@@ -147,7 +139,7 @@ def sidebar_settings_ui(manifest: dict) -> ViewSettings:
         captions=[MODEL_BLURBS[n] for n in MODEL_NAMES],
         key=K_MODEL,
     )
-    default_t = sup.manifest_threshold(manifest, model)
+    default_t = model_threshold(model, manifest)
     threshold = sb.slider(
         "Threshold",
         min_value=0.01,
@@ -180,8 +172,6 @@ def upload_ui() -> list:
 
 def load_predictor_ui(name: str):
     """The cached Predictor, or None after showing why it cannot be used."""
-    from create_segmentation_model import ModelIntegrityError
-
     try:
         with st.spinner(f"Loading the {MODEL_LABELS[name]} model…"):
             return get_predictor(name)
@@ -196,37 +186,33 @@ def _analyses() -> dict:
     return st.session_state.setdefault(K_ANALYSES, {})
 
 
-def decode_upload(name: str, data: bytes, key: str) -> dict:
-    """Decoded image (or error) of one upload, cached per content hash ``key`` in this session."""
-    store = _analyses()
-    if key not in store:
-        from image_io import ImageLoadError, load_image
+def analyse_upload(name: str, data: bytes, key: str, predictor, settings: ViewSettings) -> dict:
+    """This session's entry for one upload (cached per content hash ``key``), analysed by the chosen model.
 
-        entry = {"image": None, "error": None, "results": {}}
-        if len(data) > CONFIG.max_upload_mb * 1024 * 1024:
-            entry["error"] = f"{name}: file is {len(data) / 2**20:.1f} MB, over the {CONFIG.max_upload_mb} MB limit"
-        else:
-            try:
-                entry["image"] = load_image(data, name)
-            except ImageLoadError as exc:
-                entry["error"] = str(exc)
-            except Exception as exc:  # a decoder bug must cost one file, not the page
-                entry["error"] = f"{name}: cannot be read ({type(exc).__name__})"
-        store[key] = entry
-    return store[key]
+    The entry is {"image": LoadedImage | None, "error": one line | None, "results":
+    {model: PredictionResult}}: decoded once, the model runs once per (content, model)
+    through ``prediction.iter_predictions``, and a threshold change only redoes the
+    connected components, once (the result at the current threshold is kept).
+    """
+    from prediction import Source, iter_predictions
 
-
-def analyse(entry: dict, predictor, settings: ViewSettings, name: str):
-    """PredictionResult at the chosen threshold; the model runs once per (content, model)."""
-    from prediction import predict_image
-
-    result = entry["results"].get(settings.model)
-    if result is None:
+    entry = _analyses().setdefault(key, {"image": None, "error": None, "results": {}})
+    if entry["error"] is None and settings.model not in entry["results"]:
+        image = entry["image"]
+        load = (lambda: image) if image is not None else (lambda: sup.load_upload(name, data))
         with st.spinner(f"Looking for fractures in {sup.escape_markdown(name)}…"):
-            result = predict_image(predictor, entry["image"].pixels, settings.threshold)
-        entry["results"][settings.model] = result
-    # Threshold changes only redo the cheap connected-components step.
-    return result if result.threshold == settings.threshold else result.with_threshold(settings.threshold)
+            outcome = next(iter_predictions(predictor, [Source(name, load)], settings.threshold, batch_size=1))
+        if entry["image"] is None and outcome.image is None:
+            entry["error"] = outcome.error  # the file itself is bad: remembered, not retried
+            return entry
+        entry["image"] = outcome.image
+        if outcome.error is not None:  # the analysis failed: shown, retried on the next rerun
+            return {**entry, "error": outcome.error}
+        entry["results"][settings.model] = outcome.result
+    if entry["error"] is None:
+        results = entry["results"]
+        results[settings.model] = results[settings.model].with_threshold(settings.threshold)
+    return entry
 
 
 def findings_ui(result, settings: ViewSettings) -> None:
@@ -240,16 +226,16 @@ def findings_ui(result, settings: ViewSettings) -> None:
 
 
 def downloads_ui(index: int, digest: str, name: str, result, overlay, settings: ViewSettings) -> None:
-    from prediction import result_to_dict
+    from prediction import encode_png
 
     names = sup.download_names(name, settings.model)
     key = f"{index}_{digest[:12]}"
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Annotated PNG", sup.encode_png(overlay), names["png"], "image/png",
+    c1.download_button("Annotated PNG", encode_png(overlay), names["png"], "image/png",
                        key=f"dl_png_{key}", on_click="ignore", icon=":material/download:")
-    c2.download_button("Findings JSON", sup.findings_json(result_to_dict(result, name, settings.model)), names["json"],
+    c2.download_button("Findings JSON", sup.findings_json(result.to_dict(name, settings.model)), names["json"],
                        "application/json", key=f"dl_json_{key}", on_click="ignore", icon=":material/download:")
-    c3.download_button("Mask PNG", sup.encode_png(result.mask()), names["mask"], "image/png",
+    c3.download_button("Mask PNG", result.mask_png(), names["mask"], "image/png",
                        key=f"dl_mask_{key}", on_click="ignore", icon=":material/download:")
 
 
@@ -257,20 +243,20 @@ def file_result_ui(index: int, uploaded, digest: str, predictor, settings: ViewS
     """Everything shown for one upload; a bad file ends in one st.error, never an exception."""
     name = uploaded.name
     st.subheader(sup.escape_markdown(name))
-    entry = decode_upload(name, uploaded.getvalue(), digest)
+    entry = analyse_upload(name, uploaded.getvalue(), digest, predictor, settings)
     if entry["error"]:
         st.error(sup.escape_markdown(entry["error"]), icon=":material/broken_image:")
         return
     image = entry["image"]
     if image.note:
         st.info(sup.escape_markdown(image.note), icon=":material/info:")
-    from prediction import display_gray, render_overlay
+    from prediction import display_gray
 
+    result = entry["results"][settings.model]
     try:
-        result = analyse(entry, predictor, settings, name)
-        overlay = render_overlay(image.pixels, result, settings.opacity, settings.show_heatmap, settings.window)
+        overlay = result.overlay(image.pixels, settings.opacity, settings.show_heatmap, settings.window)
     except Exception as exc:  # keep the other uploads going
-        st.error(sup.escape_markdown(f"{name}: analysis failed ({type(exc).__name__})"), icon=":material/error:")
+        st.error(sup.escape_markdown(f"{name}: drawing the result failed ({type(exc).__name__})"), icon=":material/error:")
         return
     left, right = st.columns(2)
     left.image(sup.fit_for_display(display_gray(image.pixels, *settings.window)),
@@ -282,7 +268,7 @@ def file_result_ui(index: int, uploaded, digest: str, predictor, settings: ViewS
 
 
 def dashboard_page() -> None:
-    manifest = _read_manifest()
+    manifest = read_manifest_or_empty()
     settings = sidebar_settings_ui(manifest)
     st.title("Dashboard")
     st.caption(PRIVACY)
@@ -363,7 +349,7 @@ def plots_ui() -> None:
 def models_page() -> None:
     st.title("Models")
     st.warning(DISCLAIMER, icon=":material/medical_information:")
-    manifest = _read_manifest()
+    manifest = read_manifest_or_empty()
     st.subheader("The two models")
     for name in MODEL_NAMES:
         st.markdown(f"- **{MODEL_LABELS[name]}**: {MODEL_BLURBS[name]}")

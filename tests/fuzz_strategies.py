@@ -67,11 +67,12 @@ def check_case(case: FuzzCase) -> str:
 
     Allowed outcomes: an ImageLoadError whose message is one line starting with the
     file name, or pixels that pass the decoder contract (2-D or (H, W, 3), uint8 or
-    uint16, within the size limits) and go through the model's preprocessing to a
-    finite (256, 256, 3) float32 input in [0, 1], the step that failed in issue 11.
+    uint16, within the size limits) and go through the model's preprocessing (the step
+    that failed in issue 11) to finite float32 inputs in [0, 1]: (256, 256, 3) for the
+    fixed-size models, (h, w) at the training scale for the native-scale ones.
     """
     from image_io import load_image
-    from prediction import preprocess
+    from prediction import native_input, preprocess
 
     try:
         loaded = load_image(case.data, case.name)
@@ -90,6 +91,11 @@ def check_case(case: FuzzCase) -> str:
         raise AssertionError(f"model input {x.shape} {x.dtype}")
     if not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
         raise AssertionError("model input not finite or outside [0, 1]")
+    g = native_input(px)  # the native-scale models' input: (h, w) at the training scale
+    if g.ndim != 2 or g.dtype != np.float32 or min(g.shape) < 1 or max(g.shape) > CONFIG.native_long_side:
+        raise AssertionError(f"native model input {g.shape} {g.dtype}")
+    if not (np.isfinite(g).all() and g.min() >= 0.0 and g.max() <= 1.0):
+        raise AssertionError("native model input not finite or outside [0, 1]")
     return "ok"
 
 

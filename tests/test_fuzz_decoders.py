@@ -226,12 +226,3 @@ def test_no_module_imports_another_modules_private_names():
             if isinstance(node, ast.ImportFrom) and node.module in modules and node.module != mod:
                 bad += [f"{mod} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert not bad, bad
-
-
-def test_dicom_io_and_image_checks_do_not_import_image_io():
-    """No circle: image_io → dicom_io → image_checks, image_io → image_checks."""
-    for mod in ("dicom_io", "image_checks"):
-        tree = ast.parse((ROOT / f"{mod}.py").read_text(encoding="utf-8"))
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert "image_io" not in imported, mod
