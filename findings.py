@@ -1,0 +1,85 @@
+"""Probability map → findings and image-level scores. Pure numpy/OpenCV.
+
+Shapes and ranges: ``prob`` is (H, W) float32 in [0, 1], the fracture channel at the
+image's own resolution. Boxes are (x0, y0, x1, y1) in those pixels, x1/y1 exclusive.
+
+Why hysteresis: with perfect masks, boxes from connected components already reach
+recall 0.94-0.97 at IoU >= 0.5, so extraction is not the limit; fragments are. A
+region is seeded where ``prob >= threshold`` and grown over the connected pixels
+``>= low`` (a fraction of the threshold), which joins the fragments of one fracture
+line into one box instead of several small ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Image-level scores the evaluation can choose between (see :func:`image_scores`).
+IMAGE_SCORES: tuple[str, ...] = ("max_prob", "topk_mean", "best_finding")
+
+
+@dataclass(frozen=True)
+class FindingRule:
+    """How findings are cut out of a probability map.
+
+    low_ratio: pixels ``>= low_ratio * threshold`` connected to a seed join its region
+    (1.0 = plain thresholding). min_area_px: smaller regions are specks and dropped.
+    max_findings: keep only the best few (None = all). topk_px: pixels averaged by the
+    ``topk_mean`` image score.
+    """
+
+    low_ratio: float = 1.0
+    min_area_px: int = 4
+    max_findings: int | None = None
+    topk_px: int = 64
+
+
+def regions(prob: np.ndarray, threshold: float, rule: FindingRule = FindingRule()) -> tuple[list[tuple[float, tuple[int, int, int, int], int]], np.ndarray]:
+    """Regions of ``prob`` under ``rule``: ([(score, box, area_px)] best first, labels (H, W) int32).
+
+    score is the region's maximum probability (>= threshold). ``labels`` numbers the
+    kept regions 1..K in the order of the list (0 = background), so a mask of the
+    findings is ``labels > 0`` and connected components run once per call.
+    """
+    low = min(threshold, threshold * rule.low_ratio)
+    grow = (prob >= low).view(np.uint8) if prob.dtype == np.bool_ else (prob >= low).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(grow, connectivity=8)
+    found = []
+    # The loop runs over regions (a handful), never over pixels.
+    for lab in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[lab])
+        if area < rule.min_area_px:
+            continue
+        inside = labels[y : y + bh, x : x + bw] == lab
+        score = float(prob[y : y + bh, x : x + bw][inside].max())
+        if score < threshold:  # grown area without a seed
+            continue
+        found.append((score, (x, y, x + bw, y + bh), area, lab))
+    found.sort(key=lambda t: -t[0])
+    if rule.max_findings is not None:
+        found = found[: rule.max_findings]
+    relabel = np.zeros(n, np.int32)
+    for i, (_, _, _, lab) in enumerate(found):
+        relabel[lab] = i + 1
+    return [(s, b, a) for s, b, a, _ in found], relabel[labels]
+
+
+def topk_mean(prob: np.ndarray, k: int) -> float:
+    """Mean of the ``k`` highest probabilities (all of them when the map is smaller)."""
+    flat = prob.ravel()
+    if flat.size == 0:
+        return 0.0
+    k = max(1, min(int(k), flat.size))
+    return float(np.partition(flat, flat.size - k)[flat.size - k :].mean())
+
+
+def image_scores(prob: np.ndarray, findings_scores: list[float], rule: FindingRule = FindingRule()) -> dict[str, float]:
+    """Every candidate image-level score of one map: {name: value in [0, 1]} for IMAGE_SCORES."""
+    return {
+        "max_prob": float(prob.max()) if prob.size else 0.0,
+        "topk_mean": topk_mean(prob, rule.topk_px),
+        "best_finding": float(max(findings_scores)) if findings_scores else 0.0,
+    }
