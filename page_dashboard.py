@@ -1,0 +1,434 @@
+"""The Dashboard page: upload X-rays, pick a model or compare both, read the marked result.
+
+Thin UI: decoding is in ``image_io``, prediction in ``prediction``, the reading of a
+result (finding / borderline / clean, likelihood) in ``result_status``, the DICOM
+export in ``dicom_export``, small pure helpers in ``app_support``.
+
+State that lasts (Dashboard → Models → Dashboard): every setting is a widget with
+``persist_state="session"`` (Streamlit keeps its value while the widget is not drawn,
+including each model's own threshold); uploads are kept by this page in
+``st.session_state`` as bytes (memory only, never on disk), because the file
+uploader widget forgets its files when its page is left; results are cached per
+upload and model in the same session state.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import streamlit as st
+
+import app_support as sup
+from app_text import MODEL_BLURBS, PRIVACY
+from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_pool import ModelPool
+
+# Session-state keys (widget keys are explicit so tests and callbacks can address them).
+K_VIEW = "view_mode"
+K_MODEL = "model"
+K_STYLE = "overlay_style"
+K_OPACITY = "opacity"
+K_CENTER = "window_center"
+K_WIDTH = "window_width"
+K_HEATMAP = "show_heatmap"
+K_UPLOADS = "uploads"  # the file uploader widget
+K_FILES = "_files"  # content hash → {"name", "data"}: this session's uploads, in upload order
+K_WIDGET_HAD = "_uploader_had"  # hashes the uploader widget held on the previous run
+K_FILE_IDS = "_file_ids"  # uploader file_id → content hash (each upload hashed once)
+K_ANALYSES = "_analyses"  # content hash → decoded image and probability maps per model
+PERSIST = "session"
+WINDOW_DEFAULT = (0.5, 1.0)  # centre, width in [0, 1] units: the identity window
+VIEWS = {"single": "One model", "compare": "Compare both"}
+STYLES = {"filled": "Filled", "outline": "Outline only"}
+#: Typical seconds for TensorFlow's import plus both models' load on a laptop CPU: only
+#: scales the progress bar (it stops at 95 % until the model is really there).
+EXPECTED_LOAD_S = 12.0
+
+
+def threshold_key(model: str) -> str:
+    # One slider per model: each model's default threshold is chosen on its own valid set.
+    return f"threshold_{model}"
+
+
+# --------------------------------------------------------------------------- models
+def load_predictor(name: str):
+    """The model ``name`` behind its compiled forward pass (runs in the pool's background thread)."""
+    import quiet_tf
+
+    quiet_tf.import_tensorflow()  # before create_segmentation_model imports Keras: no start-up noise
+    import create_segmentation_model
+    from prediction import Predictor
+
+    return Predictor(create_segmentation_model.load_named_model(name), name)
+
+
+@st.cache_resource(show_spinner=False)
+def model_pool() -> ModelPool:
+    """Both models, loading in the background from the first script run of the process.
+
+    ``app.py`` asks for it on every run, so the load starts with the first page view
+    (usually Home) and is shared by all sessions.
+    """
+    return ModelPool(MODEL_NAMES, load_predictor)
+
+
+def _load_error_ui(name: str, exc: BaseException) -> None:
+    label = MODEL_LABELS[name]
+    if type(exc).__name__ == "ModelIntegrityError":  # by name: no Keras import just to name the class
+        st.error(f"The {label} model cannot be used: {sup.escape_markdown(str(exc))}", icon=":material/gpp_bad:")
+    else:  # the app must stay up whatever a broken install throws
+        st.error(f"The {label} model cannot be loaded ({type(exc).__name__}).", icon=":material/gpp_bad:")
+
+
+def predictor_ui(name: str):
+    """The loaded Predictor; while it loads, a progress bar that moves every quarter second.
+
+    None (after an st.error) when the model cannot be loaded.
+    """
+    pool = model_pool()
+    try:
+        return pool.get(name, timeout=0.05)
+    except FutureTimeout:
+        pass
+    except Exception as exc:
+        _load_error_ui(name, exc)
+        return None
+    label = MODEL_LABELS[name]
+    with st.status(f"Loading the {label} model…", expanded=True) as status:
+        bar = st.progress(0.0)
+        while True:
+            waited = pool.waited_s(name)
+            bar.progress(min(0.95, waited / EXPECTED_LOAD_S),
+                         text=f"{waited:.0f} s: TensorFlow and the model load once per server start "
+                              f"(about {EXPECTED_LOAD_S:.0f} s on a laptop CPU); later uploads are fast.")
+            try:
+                predictor = pool.get(name, timeout=0.25)
+            except FutureTimeout:
+                continue
+            except Exception as exc:
+                status.update(label=f"The {label} model could not be loaded", state="error")
+                _load_error_ui(name, exc)
+                return None
+            status.update(label=f"{label} model ready", state="complete", expanded=False)
+            return predictor
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class ViewSettings:
+    """What the sidebar asks for. ``models``: the one chosen, or both in the compare view."""
+
+    view: str
+    models: tuple[str, ...]
+    thresholds: dict[str, float]
+    style: str
+    opacity: float
+    window_center: float
+    window_width: float
+    show_heatmap: bool
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return (self.window_center, self.window_width)
+
+    @property
+    def compare(self) -> bool:
+        return self.view == "compare"
+
+
+def _reset_window() -> None:
+    st.session_state[K_CENTER], st.session_state[K_WIDTH] = WINDOW_DEFAULT
+
+
+def _threshold_ui(model: str, manifest: dict, compare: bool) -> float:
+    default_t = sup.manifest_threshold(manifest, model)
+    return float(st.sidebar.slider(
+        f"{MODEL_LABELS[model]} threshold" if compare else "Threshold",
+        min_value=0.01, max_value=0.99, value=round(default_t, 2), step=0.01,
+        key=threshold_key(model), persist_state=PERSIST,
+        help=f"A pixel is marked when its fracture score is at least this. Default for this model: {default_t:.2f} "
+             "(chosen on the validation images). Each model keeps its own threshold.",
+    ))
+
+
+def sidebar_settings_ui(manifest: dict) -> ViewSettings:
+    """View, model, thresholds and display controls in the sidebar; all of them last across pages."""
+    sb = st.sidebar
+    sb.header("Settings")
+    view = sb.radio("View", list(VIEWS), format_func=VIEWS.get, key=K_VIEW, horizontal=True, persist_state=PERSIST,
+                    help="Compare both: the two models' results side by side for each upload.")
+    if view == "compare":
+        models = MODEL_NAMES
+    else:
+        models = (sb.radio("Model", MODEL_NAMES, format_func=lambda n: MODEL_LABELS[n],
+                           captions=[MODEL_BLURBS[n] for n in MODEL_NAMES], key=K_MODEL, persist_state=PERSIST),)
+    thresholds = {m: _threshold_ui(m, manifest, view == "compare") for m in models}
+    sb.subheader("Display")
+    style = sb.radio("Marking", list(STYLES), format_func=STYLES.get, key=K_STYLE, horizontal=True, persist_state=PERSIST,
+                     help="Outline only keeps the fracture line under the marked region visible.")
+    opacity = sb.slider("Overlay opacity", 0.0, 1.0, 0.35, 0.05, key=K_OPACITY, persist_state=PERSIST)
+    show_heatmap = sb.toggle("Show score heatmap", value=False, key=K_HEATMAP, persist_state=PERSIST,
+                             help="Colours every pixel by its fracture score; low scores stay transparent.")
+    sb.subheader("Contrast (window / level)")
+    center = sb.slider("Window centre", 0.0, 1.0, WINDOW_DEFAULT[0], 0.01, key=K_CENTER, persist_state=PERSIST)
+    width = sb.slider("Window width", 0.05, 1.0, WINDOW_DEFAULT[1], 0.01, key=K_WIDTH, persist_state=PERSIST)
+    sb.button("Reset contrast", key="reset_window", on_click=_reset_window, icon=":material/restart_alt:")
+    return ViewSettings(view, tuple(models), thresholds, style, float(opacity), float(center), float(width),
+                        bool(show_heatmap))
+
+
+# --------------------------------------------------------------------------- uploads
+def _forget(digests: list[str]) -> None:
+    files = st.session_state.get(K_FILES, {})
+    for d in digests:
+        files.pop(d, None)
+
+
+def uploads_ui() -> list[tuple[str, str, bytes]]:
+    """The uploader plus this session's earlier uploads: [(content hash, name, bytes)], in upload order.
+
+    The widget's files are mirrored into ``K_FILES`` (bytes in memory). A file removed
+    from the widget is forgotten; when the widget is new (first visit, or back from
+    another page: Streamlit dropped its files) the earlier uploads stay and can be
+    forgotten with one button.
+    """
+    widget_is_new = K_UPLOADS not in st.session_state
+    files = st.file_uploader(
+        "X-ray images (JPEG, PNG or DICOM)",
+        type=[e.lstrip(".") for e in CONFIG.image_extensions],
+        accept_multiple_files=True,
+        key=K_UPLOADS,
+        help=f"Up to {CONFIG.max_upload_mb} MB per file. {PRIVACY}",
+    ) or []
+    store: dict = st.session_state.setdefault(K_FILES, {})
+    ids: dict = st.session_state.setdefault(K_FILE_IDS, {})
+    had = set() if widget_is_new else st.session_state.get(K_WIDGET_HAD, set())
+    current: dict[str, object] = {}
+    for f in files:
+        fid = getattr(f, "file_id", None) or id(f)
+        if fid not in ids:
+            ids[fid] = sup.content_hash(f.getvalue())  # hashed once per upload, not per rerun
+        current[ids[fid]] = f
+    for gone in had - current.keys():
+        store.pop(gone, None)
+    for digest, f in current.items():
+        if digest not in store:
+            store[digest] = {"name": f.name, "data": f.getvalue()}
+    st.session_state[K_WIDGET_HAD] = set(current)
+    for fid in [k for k, d in ids.items() if d not in current]:
+        del ids[fid]
+    earlier = [d for d in store if d not in current]
+    if earlier:
+        note, forget = st.columns([4, 1], vertical_alignment="center")
+        note.caption(f"Showing {len(earlier)} earlier upload(s) from this session as well (kept in memory only).")
+        forget.button("Forget them", key="forget_uploads", on_click=_forget, args=(earlier,), icon=":material/delete:")
+    return [(d, v["name"], v["data"]) for d, v in store.items()]
+
+
+# --------------------------------------------------------------------------- per upload
+def _analyses() -> dict:
+    return st.session_state.setdefault(K_ANALYSES, {})
+
+
+def decode_upload(name: str, data: bytes, key: str) -> dict:
+    """Decoded image (or error) of one upload, cached per content hash ``key`` in this session."""
+    store = _analyses()
+    if key not in store:
+        from image_io import ImageLoadError, load_image
+
+        entry = {"image": None, "error": None, "results": {}}
+        if len(data) > CONFIG.max_upload_mb * 1024 * 1024:
+            entry["error"] = f"{name}: file is {len(data) / 2**20:.1f} MB, over the {CONFIG.max_upload_mb} MB limit"
+        else:
+            try:
+                entry["image"] = load_image(data, name)
+            except ImageLoadError as exc:
+                entry["error"] = str(exc)
+            except Exception as exc:  # a decoder bug must cost one file, not the page
+                entry["error"] = f"{name}: cannot be read ({type(exc).__name__})"
+        store[key] = entry
+    return store[key]
+
+
+def analyse(entry: dict, predictor, model: str, threshold: float, name: str):
+    """PredictionResult at ``threshold``; the model runs once per (content, model)."""
+    from prediction import predict_image
+
+    result = entry["results"].get(model)
+    if result is None:
+        with st.spinner(f"Looking for fractures in {sup.escape_markdown(name)} with the {MODEL_LABELS[model]}…"):
+            result = predict_image(predictor, entry["image"].pixels, threshold)
+        entry["results"][model] = result
+    # Threshold changes only redo the cheap connected-components step.
+    return result if result.threshold == threshold else result.with_threshold(threshold)
+
+
+def _entry(manifest: dict, model: str) -> dict:
+    entry = manifest.get("models", {}).get(model, {}) if isinstance(manifest, dict) else {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def reading_ui(result, model: str, threshold: float, manifest: dict) -> tuple[str, float | None]:
+    """The result in words, in one of three states; returns (status, likelihood or None)."""
+    from result_status import BORDERLINE, FINDING, status_fields
+
+    fields = status_fields(result, _entry(manifest, model), threshold)
+    status, lk, margin = fields["status"], fields["fracture_likelihood"], fields["borderline_margin"]
+    likely = (f" Fracture likelihood ≈ {round(100 * lk)} %." if lk is not None
+              else " Fracture likelihood: not calibrated for this model yet (scores are not likelihoods).")
+    top = f"highest score {result.fracture_score:.3f}"
+    if status == FINDING:
+        st.markdown(f":orange-badge[:material/search: Possible fracture] **{len(result.findings)} finding(s)** "
+                    f"at threshold {threshold:.2f} ({top}). Review the marked region(s).{likely}")
+        st.dataframe(sup.findings_rows(result.findings), hide_index=True, width="stretch")
+    elif status == BORDERLINE:
+        st.warning(f"Borderline: no region reached threshold {threshold:.2f}, but the {top} is within "
+                   f"{margin:.2f} of it. Review this area (dashed box).{likely}", icon=":material/visibility:")
+    else:
+        st.success(sup.no_finding_message(threshold) + f" Highest score anywhere: {result.fracture_score:.3f}.{likely}",
+                   icon=":material/check_circle:")
+    return status, lk
+
+
+def render_ui(image, result, settings: ViewSettings, margin: float):
+    """The annotated RGB overlay for the current display settings (borderline spot marked)."""
+    from prediction import render_overlay
+    from result_status import BORDERLINE, result_status
+
+    spot = None
+    if result_status(result.findings, result.fracture_score, result.threshold, margin) == BORDERLINE:
+        from result_status import borderline_spot
+
+        spot = borderline_spot(result.prob, result.threshold, margin)
+    return render_overlay(image.pixels, result, settings.opacity, settings.show_heatmap, settings.window,
+                          outline_only=settings.style == "outline", review_box=spot)
+
+
+def findings_text(result, model: str, status: str, likelihood: float | None) -> str:
+    """One paragraph for the DICOM export's ImageComments."""
+    from result_status import STATUS_TEXT
+
+    parts = [f"{MODEL_LABELS[model]}, threshold {result.threshold:.2f}: {STATUS_TEXT[status]}",
+             f"Highest score {result.fracture_score:.3f}."]
+    parts += [f"#{f.index} box (x0, y0, x1, y1) = {f.box}, score {f.score:.3f}, area {f.area_px} px." for f in result.findings]
+    if likelihood is not None:
+        parts.append(f"Fracture likelihood about {round(100 * likelihood)} % (calibrated on the validation split).")
+    parts.append("Marked by a segmentation model trained on FracAtlas; not a diagnosis.")
+    return " ".join(parts)
+
+
+def downloads_ui(digest: str, name: str, data: bytes, model: str, result, overlay, reading: tuple[str, float | None],
+                 manifest: dict) -> None:
+    from dicom_export import DicomExportError, is_dicom, secondary_capture
+    from prediction import result_to_dict
+    from result_status import status_fields
+
+    names = sup.download_names(name, model)
+    key = f"{digest[:16]}_{model}"
+    record = {**result_to_dict(result, name, model), **status_fields(result, _entry(manifest, model))}
+    cols = st.columns(4 if is_dicom(data) else 3)
+    cols[0].download_button("Annotated PNG", sup.encode_png(overlay), names["png"], "image/png",
+                            key=f"dl_png_{key}", on_click="ignore", icon=":material/download:")
+    cols[1].download_button("Findings JSON", sup.findings_json(record), names["json"], "application/json",
+                            key=f"dl_json_{key}", on_click="ignore", icon=":material/download:")
+    cols[2].download_button("Mask PNG", sup.encode_png(result.mask()), names["mask"], "image/png",
+                            key=f"dl_mask_{key}", on_click="ignore", icon=":material/download:")
+    if is_dicom(data):
+        try:
+            sc = secondary_capture(data, overlay, findings_text(result, model, *reading),
+                                   f"Fracture marks: {MODEL_LABELS[model]}, threshold {result.threshold:.2f}")
+        except DicomExportError as exc:
+            cols[3].caption(f"No DICOM export: {sup.escape_markdown(str(exc))}")
+        else:
+            cols[3].download_button("DICOM (Secondary Capture)", sc, names["png"].replace("_annotated.png", "_result.dcm"),
+                                    "application/dicom", key=f"dl_dcm_{key}", on_click="ignore", icon=":material/download:",
+                                    help="The annotated image as a new series in the same study, for a PACS.")
+
+
+def heatmap_legend_ui() -> None:
+    from prediction import heatmap_legend
+
+    st.image(heatmap_legend(), width="stretch",
+             caption="Heatmap: fracture score per pixel, 0 → 1 (transparent below the first tick, where scores are low).")
+
+
+def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settings: ViewSettings, manifest: dict) -> None:
+    """Everything shown for one upload; a bad file ends in one st.error, never an exception."""
+    from prediction import display_gray
+    from result_status import borderline_margin
+
+    st.subheader(sup.escape_markdown(name))
+    entry = decode_upload(name, data, digest)
+    if entry["error"]:
+        st.error(sup.escape_markdown(entry["error"]), icon=":material/broken_image:")
+        return
+    image = entry["image"]
+    if image.note:
+        st.info(sup.escape_markdown(image.note), icon=":material/info:")
+    shown = {}
+    for model in settings.models:
+        margin = borderline_margin(_entry(manifest, model))
+        try:
+            result = analyse(entry, predictors[model], model, settings.thresholds[model], name)
+            shown[model] = (result, render_ui(image, result, settings, margin))
+        except Exception as exc:  # keep the other uploads (and the other model) going
+            st.error(sup.escape_markdown(f"{name}: analysis with the {MODEL_LABELS[model]} failed ({type(exc).__name__})"),
+                     icon=":material/error:")
+    if not shown:
+        return
+    # All panels at the column's full width: a 373x454 X-ray is as readable as a 3000-px one.
+    cols = st.columns(1 + len(shown))
+    cols[0].image(sup.fit_for_display(display_gray(image.pixels, *settings.window)), width="stretch",
+                  caption=f"Input, {image.width}x{image.height} px")
+    readings = {}
+    for col, (model, (result, overlay)) in zip(cols[1:], shown.items(), strict=True):
+        with col:
+            st.image(sup.fit_for_display(overlay), width="stretch",
+                     caption=f"{MODEL_LABELS[model]}, threshold {settings.thresholds[model]:.2f}")
+            if settings.compare:
+                readings[model] = reading_ui(result, model, settings.thresholds[model], manifest)
+    if settings.show_heatmap:
+        heatmap_legend_ui()
+    if not settings.compare:
+        model, (result, overlay) = next(iter(shown.items()))
+        reading = reading_ui(result, model, settings.thresholds[model], manifest)
+        downloads_ui(digest, name, data, model, result, overlay, reading, manifest)
+
+
+def dashboard_page() -> None:
+    from application_pages import read_manifest_for_ui
+
+    manifest = read_manifest_for_ui()
+    settings = sidebar_settings_ui(manifest)
+    st.title("Dashboard")
+    caption, to_models = st.columns([4, 1], vertical_alignment="center")
+    caption.caption(PRIVACY)
+    if to_models.button("How reliable are the models?", key="dashboard_to_models", type="tertiary",
+                        icon=":material/query_stats:"):
+        from application_pages import pages
+
+        st.switch_page(pages()["models"])
+    uploads = uploads_ui()
+    # Forget the analyses of files no longer uploaded: memory per session stays bounded.
+    store = _analyses()
+    for key in [k for k in store if k not in {d for d, _, _ in uploads}]:
+        del store[key]
+    if not uploads:
+        st.info("Upload one or more X-rays to start. Changing the model, threshold or display settings "
+                "afterwards does not need a new upload, and your uploads stay while you visit the other pages.",
+                icon=":material/upload:")
+        st.stop()
+    predictors = {}
+    for model in settings.models:
+        predictor = predictor_ui(model)
+        if predictor is not None:
+            predictors[model] = predictor
+    if not predictors:
+        st.stop()
+    settings = ViewSettings(settings.view, tuple(m for m in settings.models if m in predictors), settings.thresholds,
+                            settings.style, settings.opacity, settings.window_center, settings.window_width,
+                            settings.show_heatmap)
+    for digest, name, data in uploads:
+        with st.container(border=True):
+            file_result_ui(digest, name, data, predictors, settings, manifest)
