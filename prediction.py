@@ -278,7 +278,7 @@ def _dashed_rect(rgb: np.ndarray, box: tuple[int, int, int, int], color, thick: 
             end = min(length, start + dash)
             p = (ax + (bx - ax) * start // max(1, length), ay + (by - ay) * start // max(1, length))
             q = (ax + (bx - ax) * end // max(1, length), ay + (by - ay) * end // max(1, length))
-            cv2.line(rgb, p, q, color, thick, cv2.LINE_AA)
+            cv2.line(rgb, p, q, color, thick, cv2.LINE_8)  # crisp: the exact amber, easy to spot
 
 
 def render_overlay(

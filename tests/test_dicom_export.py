@@ -13,7 +13,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittle
 from dicom_export import DicomExportError, is_dicom, secondary_capture
 
 
-def source_dicom(**extra) -> bytes:
+def source_dicom(rows: int = 8, cols: int = 6, **extra) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -24,9 +24,9 @@ def source_dicom(**extra) -> bytes:
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.StudyID, ds.AccessionNumber, ds.StudyDate = "S1", "ACC9", "20260101"
     ds.Modality = "DX"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 6, 1, "MONOCHROME2"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.arange(48, dtype=np.uint16).reshape(8, 6).tobytes()
+    ds.PixelData = (np.arange(rows * cols, dtype=np.uint16) % 4096).reshape(rows, cols).tobytes()
     for k, v in extra.items():
         setattr(ds, k, v)
     buf = io.BytesIO()
