@@ -1,14 +1,16 @@
-"""Training-speed benchmark (issue 5): images/s per model, 256-px full frames and 128-px crops.
+"""Training-speed benchmark: images/s per model and precision on the native-scale 256-px crops.
 
-    python benchmarks/bench_training.py [--data DIR] [--steps 30] [--warmup-steps 3] [--batch-size 8] [--quick]
+    python benchmarks/bench_training.py [--data DIR] [--steps 30] [--warmup-steps 3] [--batch-size 8]
+                                        [--precisions float32 mixed_bfloat16] [--quick]
 
-For each model and view (full 256x256 frame, 128x128 crop) it runs the real
-training input pipeline (``fracture.pipeline.make_train_dataset``: augmentation
-included) into ``model.fit`` of a freshly built model compiled by
-``train.compile_model``, and times ``--steps`` batches after ``--warmup-steps``
-(tracing) batches. It also times the input pipeline alone, so a slow step can be
-attributed. Only ``--limit`` fractured + ``--limit`` negative train images are
-decoded (speed does not depend on which). Prints a table and the JSON.
+For each model and Keras dtype policy it runs the real training input pipeline
+(``fracture.native.crop_dataset``: 50/50 sampler, augmentation included) into
+``model.fit`` of a freshly built model with the training loss, and times ``--steps``
+batches after ``--warmup-steps`` (tracing) batches. It also times the input pipeline
+alone, so a slow step can be attributed. ``mixed_bfloat16`` is measured only where the
+CPU has AMX (``amx_bf16``), unless ``--force-bf16``: elsewhere bf16 is emulated, and the
+trainer never picks it. Only ``--limit`` fractured + ``--limit`` negative train images
+are decoded (speed does not depend on which). Prints a table and the JSON.
 """
 
 from __future__ import annotations
@@ -28,18 +30,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger("bench_training")
 
 
-def _dataset(arrays, crop: int, batch_size: int, n_batches: int):
-    from fracture.pipeline import make_train_dataset
+def _dataset(split, batch_size: int, n_batches: int):
+    from fracture.native import crop_dataset
 
-    ds = make_train_dataset(arrays, crop=crop, batch_size=batch_size, neg_per_epoch=len(arrays.ids),
-                            focus_p=0.7, seed=1337, epoch=0)
-    # drop_remainder-like behaviour: every timed batch is full.
-    return ds.unbatch().repeat().batch(batch_size, drop_remainder=True).take(n_batches)
+    return crop_dataset(split, batch_size, seed=1337, start=0).take(n_batches)
 
 
-def bench_pipeline(arrays, crop: int, batch_size: int, steps: int) -> float:
+def bench_pipeline(split, batch_size: int, steps: int) -> float:
     """Input pipeline alone: images/s."""
-    it = iter(_dataset(arrays, crop, batch_size, steps + 2))
+    it = iter(_dataset(split, batch_size, steps + 2))
     next(it)
     next(it)
     t = time.perf_counter()
@@ -48,15 +47,17 @@ def bench_pipeline(arrays, crop: int, batch_size: int, steps: int) -> float:
     return batch_size * steps / (time.perf_counter() - t)
 
 
-def bench_fit(name: str, arrays, crop: int, batch_size: int, warmup: int, steps: int) -> dict:
+def bench_fit(name: str, split, precision: str, batch_size: int, warmup: int, steps: int) -> dict:
     import keras
 
+    import utils
     from create_segmentation_model import build_model
     from important_variables import CONFIG
-    from train import compile_model
 
     keras.backend.clear_session()
-    model = compile_model(build_model(name, input_shape=(None, None, CONFIG.input_channels)), 1e-3)
+    keras.mixed_precision.set_global_policy(precision)
+    model = build_model(name, input_shape=(None, None, CONFIG.input_channels))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=utils.ce_dice_fractured_loss)
     times: list[float] = []
 
     class Clock(keras.callbacks.Callback):
@@ -67,7 +68,7 @@ def bench_fit(name: str, arrays, crop: int, batch_size: int, warmup: int, steps:
             times.append(time.perf_counter() - self.t)
 
     t0 = time.perf_counter()
-    model.fit(_dataset(arrays, crop, batch_size, warmup + steps), epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
+    model.fit(_dataset(split, batch_size, warmup + steps), epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
     total = time.perf_counter() - t0
     timed = times[warmup:]
     return {
@@ -80,44 +81,49 @@ def bench_fit(name: str, arrays, crop: int, batch_size: int, warmup: int, steps:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data")
-    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder"])
-    ap.add_argument("--crops", nargs="+", type=int, default=[0, 128], help="0 = full 256-px frame")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup-steps", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the usual places)")
+    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder"], help="models to time")
+    ap.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"], help="Keras dtype policies to time")
+    ap.add_argument("--force-bf16", action="store_true", help="time mixed_bfloat16 even without AMX (emulated)")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps")
+    ap.add_argument("--warmup-steps", type=int, default=3, help="untimed first steps (tracing)")
+    ap.add_argument("--batch-size", type=int, default=8, help="crops per step")
     ap.add_argument("--limit", type=int, default=48, help="fractured and negative train images decoded (each)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 5 steps, 2 warm-up, 16 images")
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="also write the JSON here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.quick:
         args.steps, args.warmup_steps, args.limit = 5, 2, 16
 
+    from create_segmentation_model import cpu_has_amx_bf16
     from fracture.dataset import FracAtlas
-    from fracture.pipeline import load_split_arrays
+    from fracture.native import load_native_split
     from important_variables import is_fracatlas_dir, resolve_data_dir
 
     data_dir = resolve_data_dir(args.data)
     if not is_fracatlas_dir(data_dir):
         ap.error("FracAtlas not found: pass --data or set $FRACATLAS_DIR")
-    arrays = load_split_arrays(FracAtlas(data_dir), "train", limit=args.limit)
-    res = {"load_avg_start": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
-           "batch_size": args.batch_size, "images": len(arrays.ids), "results": []}
-    for crop in args.crops:
-        size = crop or 256
-        pipe = bench_pipeline(arrays, crop, args.batch_size, args.steps)
+    split = load_native_split(FracAtlas(data_dir), "train", limit=args.limit)
+    amx = cpu_has_amx_bf16()
+    res = {"load_avg_start": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(), "amx_bf16": amx,
+           "batch_size": args.batch_size, "images": len(split.ids), "results": [], "skipped": []}
+    pipe = bench_pipeline(split, args.batch_size, args.steps)
+    for precision in args.precisions:
+        if precision == "mixed_bfloat16" and not (amx or args.force_bf16):
+            res["skipped"].append("mixed_bfloat16: this CPU has no AMX (amx_bf16); bf16 would be emulated (--force-bf16 to time it)")
+            continue
         for name in args.models:
-            log.info("%s at %d px ...", name, size)
-            r = bench_fit(name, arrays, crop, args.batch_size, args.warmup_steps, args.steps)
-            res["results"].append({"model": name, "view": "full frame" if not crop else "crop", "size": size,
-                                   "pipeline_images_per_s": round(pipe, 1), **r})
+            log.info("%s, %s ...", name, precision)
+            r = bench_fit(name, split, precision, args.batch_size, args.warmup_steps, args.steps)
+            res["results"].append({"model": name, "precision": precision, "size": 256, "pipeline_images_per_s": round(pipe, 1), **r})
     res["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
-    print(f"{'model':16s} {'view':11s} {'px':>4s} {'img/s':>7s} {'ms/step':>8s} {'pipeline img/s':>15s}")
+    print(f"{'model':16s} {'precision':15s} {'img/s':>7s} {'ms/step':>8s} {'pipeline img/s':>15s}")
     for r in res["results"]:
-        print(f"{r['model']:16s} {r['view']:11s} {r['size']:4d} {r['images_per_s']:7.1f} {r['ms_per_step_median']:8.1f} "
-              f"{r['pipeline_images_per_s']:15.1f}")
+        print(f"{r['model']:16s} {r['precision']:15s} {r['images_per_s']:7.1f} {r['ms_per_step_median']:8.1f} {r['pipeline_images_per_s']:15.1f}")
+    for line in res["skipped"]:
+        print("skipped:", line)
     print(f"load average: start {res['load_avg_start']}, end {res['load_avg_end']} ({res['cpus']} CPUs)")
     text = json.dumps(res, indent=2)
     print(text)
