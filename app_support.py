@@ -12,6 +12,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -103,6 +104,16 @@ def findings_rows(findings) -> list[dict]:
 def no_finding_message(threshold: float) -> str:
     """The clean state's message (the app shows it only when the result is not borderline)."""
     return f"No fracture found at threshold {threshold:.2f}."
+
+
+def read_manifest_for_ui(path: Path | None = None) -> dict:
+    """The manifest for display; {} when it is missing or unreadable (the pages then use defaults)."""
+    try:
+        with open(path or CONFIG.manifest_path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def manifest_threshold(manifest: Mapping, name: str) -> float:

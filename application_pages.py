@@ -10,29 +10,17 @@ Nothing runs at import: Streamlit calls the page functions on each rerun.
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
+import page_dashboard
+import page_models
+from app_nav import take_request
 from app_text import CREDIT, DISCLAIMER, HOME_SCOPE, PRIVACY
 from important_variables import CONFIG
 
 
-def read_manifest_for_ui() -> dict:
-    """The manifest for display; {} when it is missing or unreadable (the pages then use defaults)."""
-    try:
-        with open(CONFIG.manifest_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def pages() -> dict[str, st.Page]:
     """The app's pages, keyed by short name (built on demand, not at import)."""
-    from page_dashboard import dashboard_page
-    from page_models import models_page
-
     return {
         "home": st.Page(home_page, title="Home", icon=":material/home:", url_path="home", default=True),
         "dashboard": st.Page(dashboard_page, title="Dashboard", icon=":material/radiology:", url_path="dashboard"),
@@ -40,7 +28,25 @@ def pages() -> dict[str, st.Page]:
     }
 
 
+def _follow_request() -> None:
+    """Switch to the page a button asked for (``app_nav.request_page``), if any."""
+    target = take_request()
+    if target in ("home", "dashboard", "models"):
+        st.switch_page(pages()[target])
+
+
+def dashboard_page() -> None:
+    _follow_request()
+    page_dashboard.dashboard_page()
+
+
+def models_page() -> None:
+    _follow_request()
+    page_models.models_page()
+
+
 def home_page() -> None:
+    _follow_request()
     st.title("Bone-fracture localization")
     text, picture = st.columns([3, 2], gap="large")
     with text:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 import app_support as sup
+from app_nav import request_page
 from app_text import MODEL_BLURBS, PRIVACY
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
 from model_pool import ModelPool
@@ -397,18 +398,13 @@ def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settin
 
 
 def dashboard_page() -> None:
-    from application_pages import read_manifest_for_ui
-
-    manifest = read_manifest_for_ui()
+    manifest = sup.read_manifest_for_ui()
     settings = sidebar_settings_ui(manifest)
     st.title("Dashboard")
     caption, to_models = st.columns([4, 1], vertical_alignment="center")
     caption.caption(PRIVACY)
-    if to_models.button("How reliable are the models?", key="dashboard_to_models", type="tertiary",
-                        icon=":material/query_stats:"):
-        from application_pages import pages
-
-        st.switch_page(pages()["models"])
+    to_models.button("How reliable are the models?", key="dashboard_to_models", type="tertiary",
+                     icon=":material/query_stats:", on_click=request_page, args=("models",))
     uploads = uploads_ui()
     # Forget the analyses of files no longer uploaded: memory per session stays bounded.
     store = _analyses()

@@ -13,7 +13,9 @@ import json
 
 import streamlit as st
 
+import app_support as sup
 import model_card as mc
+from app_nav import request_page
 from app_text import CREDIT, DATA_FACTS, DISCLAIMER, LIMITS, METRICS_EXPLAINED, MODEL_BLURBS
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
 
@@ -119,16 +121,11 @@ def raw_json_ui(metrics: dict) -> None:
 
 
 def models_page() -> None:
-    from application_pages import read_manifest_for_ui
-
     st.title("Models")
-    if st.button("Back to the dashboard", key="models_to_dashboard", icon=":material/radiology:",
-                 help="Your uploads, results and settings are still there."):
-        from application_pages import pages
-
-        st.switch_page(pages()["dashboard"])
+    st.button("Back to the dashboard", key="models_to_dashboard", icon=":material/radiology:",
+              help="Your uploads, results and settings are still there.", on_click=request_page, args=("dashboard",))
     st.warning(DISCLAIMER, icon=":material/medical_information:")
-    manifest = read_manifest_for_ui()
+    manifest = sup.read_manifest_for_ui()
     metrics = {n: mc.read_metrics(CONFIG.metrics_path(n)) for n in MODEL_NAMES}
     checks = {n: mc.reliability_check(metrics[n], _entry(manifest, n)) for n in MODEL_NAMES}
     st.subheader("In short")
