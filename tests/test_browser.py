@@ -182,6 +182,28 @@ def test_returning_user_finds_uploads_results_and_settings(app_url, browser_page
     page.screenshot(path=str(ARTIFACTS / "dashboard-returning.png"), full_page=True)
 
 
+def test_compare_view_of_the_drawn_illustration(app_url, browser_page):
+    """Both models side by side in a real browser, on assets/home.png (drawn, not a patient image;
+    its numbered box is part of the drawing). Screenshot: test-artifacts/dashboard-compare.png."""
+    page = browser_page
+    page.goto(f"{app_url}/dashboard")
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    _wait_app_idle(page)
+    forget = page.get_by_role("button", name="Forget them")
+    if forget.count():
+        forget.click()
+        _wait_app_idle(page)
+    page.locator("[data-testid=stSidebar]").get_by_text("Compare both", exact=True).click()
+    _wait_app_idle(page)
+    page.locator("input[type=file]").set_input_files(str(ROOT / "assets" / "home.png"))
+    page.get_by_text("U-Net, threshold").wait_for(timeout=SLOW_MS)
+    page.get_by_text("Simple encoder-decoder, threshold").wait_for(timeout=SLOW_MS)
+    _wait_app_idle(page)
+    _wait_images_painted(page, 3)
+    assert page.locator("[data-testid=stImage] img").count() == 3  # input + one overlay per model
+    page.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"))
+
+
 def test_no_request_leaves_the_machine(app_url, browser_page, requests_seen):
     """Every URL the browser requested in this module went to the app's own host and port."""
     page = browser_page
