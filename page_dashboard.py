@@ -348,10 +348,11 @@ def downloads_ui(digest: str, name: str, data: bytes, model: str, result, overla
 
 
 def heatmap_legend_ui() -> None:
-    from prediction import heatmap_legend
+    from prediction import HEAT_FLOOR, HEAT_FULL, heatmap_legend
 
     st.image(heatmap_legend(), width="stretch",
-             caption="Heatmap: fracture score per pixel, 0 → 1 (transparent below the first tick, where scores are low).")
+             caption=f"Heatmap: fracture score per pixel, 0 → 1; transparent below {HEAT_FLOOR:g}, full colour from "
+                     f"{HEAT_FULL:g} (the opacity slider sets the maximum).")
 
 
 def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settings: ViewSettings, manifest: dict) -> None:
