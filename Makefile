@@ -29,9 +29,10 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.run-insta
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-# No file watcher (it walks .venv and floods the log); TensorFlow's start-up lines are filtered by the app.
+# server.py serves app.py and loads both models at server start; no file watcher (it walks .venv and
+# floods the log); TensorFlow's start-up lines are filtered by the app.
 run: check-python $(VENV)/.run-installed
-	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true --server.fileWatcherType none
+	$(BIN)/streamlit run server.py --server.port $(PORT) --server.headless true --server.fileWatcherType none
 
 test: check-python $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""The app in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`.
+"""The app in a real browser: Debian's Chromium driven by Playwright against `streamlit run server.py`.
 
 Open home → dashboard, upload a real X-ray, wait for the result image and the findings,
 switch model, download the findings JSON and check it; go to Models and back and find the
@@ -45,7 +45,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url():
-    """`streamlit run app.py` on a free localhost port; stopped (by its pid) after the module."""
+    """`streamlit run server.py` (what `make run` serves: app.py, models loaded at server start) on a
+    free localhost port; stopped (by its pid) after the module."""
     if not CHROMIUM.is_file():
         _need("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -56,7 +57,7 @@ def app_url():
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit-server.log", "wb")  # noqa: SIM115 (closed in the teardown)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
+        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
