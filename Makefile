@@ -1,4 +1,4 @@
-# Quick start: `make run` (the app on http://localhost:8501) and `make test`.
+# Quick start: `make run` (the app on http://localhost:8501) and `make test` (ruff, import contracts, pytest).
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,10 +36,12 @@ run: check-python $(VENV)/.run-installed
 
 test: check-python $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/python tools/check_imports.py
 	$(BIN)/python -m pytest
 
 lint: check-python $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/python tools/check_imports.py
 
 clean-venv:
 	rm -rf $(VENV)

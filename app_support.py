@@ -12,7 +12,6 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -63,16 +62,6 @@ def download_names(file_name: str, model: str) -> dict[str, str]:
     return {"png": f"{stem}_annotated.png", "json": f"{stem}_findings.json", "mask": f"{stem}_mask.png"}
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """RGB (H, W, 3) or grey (H, W) uint8 → PNG bytes, in memory."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:  # cv2 only fails here on an impossible shape/dtype; say so rather than send junk
-        raise ValueError(f"cannot encode an array of shape {image.shape} and dtype {image.dtype} as PNG")
-    return buf.tobytes()
-
-
 def findings_json(result_dict: Mapping) -> bytes:
     """The findings download: ``result_to_dict`` output as UTF-8 JSON."""
     return json.dumps(result_dict, indent=2, ensure_ascii=False).encode("utf-8")
@@ -102,24 +91,16 @@ def findings_rows(findings) -> list[dict]:
 
 
 def no_finding_message(threshold: float) -> str:
-    """The clean state's message (the app shows it only when the result is not borderline)."""
     return f"No fracture found at threshold {threshold:.2f}."
 
 
-def read_manifest_for_ui(path: Path | None = None) -> dict:
-    """The manifest for display; {} when it is missing or unreadable (the pages then use defaults)."""
-    try:
-        with open(path or CONFIG.manifest_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def load_upload(name: str, data: bytes):
+    """Decode one upload from memory (``image_io.load_image``) after the app's size limit.
 
+    Returns an ``image_io.LoadedImage``; raises ``ImageLoadError`` (one line naming the file).
+    """
+    from image_io import ImageLoadError, load_image
 
-def manifest_threshold(manifest: Mapping, name: str) -> float:
-    """The model's default threshold from the manifest, else the configured default."""
-    try:
-        value = float(manifest["models"][name]["threshold"])
-    except (KeyError, TypeError, ValueError):
-        return CONFIG.default_threshold
-    return value if 0.0 < value < 1.0 else CONFIG.default_threshold
+    if len(data) > CONFIG.max_upload_mb * 1024 * 1024:
+        raise ImageLoadError(f"{name}: file is {len(data) / 2**20:.1f} MB, over the {CONFIG.max_upload_mb} MB limit")
+    return load_image(data, name)

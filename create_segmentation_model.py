@@ -6,14 +6,12 @@ convolutional, so they also run on other sizes divisible by 8 (U-Net: 16),
 which training uses for 128-px crops.
 
 Builders are pure functions (no file access); ``load_segmentation_model`` is the
-only place that reads a model file, and it checks the SHA-256 recorded in
-``Saved_model/manifest.json`` before handing the file to Keras.
+only place that reads a model file, and it asks ``model_manifest`` (the owner of
+``Saved_model/manifest.json`` and of the trust rule) before handing it to Keras.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
 from important_variables import CONFIG, MODEL_NAMES
+from model_manifest import ModelIntegrityError, read_manifest, sha256_file, verify_model_file  # noqa: F401  (re-exported)
 
 INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
 
@@ -112,54 +111,21 @@ def choose_precision(requested: str = "auto") -> str:
     return requested
 
 
-class ModelIntegrityError(RuntimeError):
-    """A model file is missing, modified or truncated (message is one line)."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_manifest(path: Path | None = None) -> dict:
-    """The parsed ``Saved_model/manifest.json`` ({} when absent)."""
-    path = Path(path) if path else CONFIG.manifest_path
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
 def load_segmentation_model(
     path: Path | str,
     expected_sha256: str | None = None,
     compile: bool = False,
+    allow_unverified: bool = False,
 ) -> keras.Model:
-    """Load a ``.keras`` model in safe mode, refusing it if its SHA-256 is not the expected one.
+    """Load a ``.keras`` model in safe mode after :func:`model_manifest.verify_model_file`.
 
-    ``expected_sha256`` None means: look the file name up in the manifest next to it;
-    a file that the manifest does not list loads without a check (e.g. a fresh
-    training output). Raises :class:`ModelIntegrityError` with a one-line message.
+    The trust rule is the manifest's (one rule for every caller): the file must be
+    listed with a matching SHA-256 in the ``manifest.json`` next to it, or match
+    ``expected_sha256``; an unlisted file loads only with ``allow_unverified``.
+    Raises :class:`ModelIntegrityError` with a one-line message.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path.name}: model file not found at {path}")
-    if expected_sha256 is None:
-        entry = read_manifest(path.parent / "manifest.json").get("models", {})
-        for info in entry.values():
-            if info.get("file") == path.name:
-                expected_sha256 = info.get("sha256")
-    if expected_sha256 is not None:
-        actual = sha256_file(path)
-        if actual != expected_sha256:
-            raise ModelIntegrityError(
-                f"{path.name}: SHA-256 {actual[:12]}… does not match the manifest "
-                f"({expected_sha256[:12]}…); the file is modified or truncated, refusing to load it"
-            )
+    verify_model_file(path, allow_unverified=allow_unverified, expected_sha256=expected_sha256)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # a corrupt zip, a foreign file: one line, not a traceback
@@ -168,6 +134,4 @@ def load_segmentation_model(
 
 def load_named_model(name: str, compile: bool = False) -> keras.Model:
     """Load the shipped model ``name`` from ``Saved_model/``, verified against the manifest."""
-    path = CONFIG.model_path(name)
-    info = read_manifest().get("models", {}).get(name, {})
-    return load_segmentation_model(path, info.get("sha256"), compile=compile)
+    return load_segmentation_model(CONFIG.model_path(name), compile=compile)

@@ -1,7 +1,13 @@
-"""Evaluation metrics on numpy arrays (binary masks, boxes, scores).
+"""Metrics: the one formula per overlap metric, and evaluation metrics on numpy arrays.
 
-Conventions: empty prediction vs empty truth counts as a perfect match (1.0);
-empty vs non-empty is 0.0.
+Overlap formulas (:func:`dice_from_sums`, :func:`iou_from_sums`) take the sums
+|A∩B|, |A|, |B| and only do arithmetic, so the same function serves numpy
+(evaluation, hard masks, ``smooth=0``) and Keras tensors (``utils``' soft training
+metrics and losses, ``smooth=utils.SMOOTH``), in the style of
+qubvel/segmentation_models' ``base/functional.py``.
+
+Conventions for the hard (evaluation) metrics: no smoothing; empty prediction vs
+empty truth counts as a perfect match (1.0); empty vs non-empty is 0.0.
 """
 
 from __future__ import annotations
@@ -9,24 +15,36 @@ from __future__ import annotations
 import numpy as np
 
 
-def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice 2|A∩B| / (|A| + |B|) of two binary masks of the same shape; 1.0 if both empty."""
+def dice_from_sums(intersection, sum_true, sum_pred, smooth: float = 0.0):
+    """Dice (2|A∩B| + s) / (|A| + |B| + s); numpy scalars/arrays or Keras tensors alike."""
+    return (2.0 * intersection + smooth) / (sum_true + sum_pred + smooth)
+
+
+def iou_from_sums(intersection, sum_true, sum_pred, smooth: float = 0.0):
+    """IoU (Jaccard) (|A∩B| + s) / (|A| + |B| − |A∩B| + s); numpy scalars/arrays or Keras tensors alike."""
+    return (intersection + smooth) / (sum_true + sum_pred - intersection + smooth)
+
+
+def _mask_sums(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
     p = np.asarray(pred, bool)
     t = np.asarray(truth, bool)
-    denom = int(p.sum()) + int(t.sum())
-    if denom == 0:
+    return int(np.logical_and(p, t).sum()), int(t.sum()), int(p.sum())
+
+
+def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice 2|A∩B| / (|A| + |B|) of two binary masks of the same shape; 1.0 if both empty."""
+    inter, n_true, n_pred = _mask_sums(pred, truth)
+    if n_true + n_pred == 0:
         return 1.0
-    return 2.0 * int(np.logical_and(p, t).sum()) / denom
+    return float(dice_from_sums(inter, n_true, n_pred))
 
 
 def iou_score(pred: np.ndarray, truth: np.ndarray) -> float:
     """IoU |A∩B| / |A∪B| of two binary masks; 1.0 if both empty."""
-    p = np.asarray(pred, bool)
-    t = np.asarray(truth, bool)
-    union = int(np.logical_or(p, t).sum())
-    if union == 0:
+    inter, n_true, n_pred = _mask_sums(pred, truth)
+    if n_true + n_pred - inter == 0:
         return 1.0
-    return int(np.logical_and(p, t).sum()) / union
+    return float(iou_from_sums(inter, n_true, n_pred))
 
 
 def pixel_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:

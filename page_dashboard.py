@@ -23,6 +23,7 @@ import app_support as sup
 from app_nav import request_page
 from app_text import MODEL_BLURBS, PRIVACY
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_manifest import ModelIntegrityError, model_entry, model_threshold, read_manifest_or_empty
 from model_pool import ModelPool
 
 # Session-state keys (widget keys are explicit so tests and callbacks can address them).
@@ -76,7 +77,7 @@ def model_pool() -> ModelPool:
 
 def _load_error_ui(name: str, exc: BaseException) -> None:
     label = MODEL_LABELS[name]
-    if type(exc).__name__ == "ModelIntegrityError":  # by name: no Keras import just to name the class
+    if isinstance(exc, ModelIntegrityError):
         st.error(f"The {label} model cannot be used: {sup.escape_markdown(str(exc))}", icon=":material/gpp_bad:")
     else:  # the app must stay up whatever a broken install throws
         st.error(f"The {label} model cannot be loaded ({type(exc).__name__}).", icon=":material/gpp_bad:")
@@ -143,7 +144,7 @@ def _reset_window() -> None:
 
 
 def _threshold_ui(model: str, manifest: dict, compare: bool) -> float:
-    default_t = sup.manifest_threshold(manifest, model)
+    default_t = model_threshold(model, manifest)
     return float(st.sidebar.slider(
         f"{MODEL_LABELS[model]} threshold" if compare else "Threshold",
         min_value=0.01, max_value=0.99, value=round(default_t, 2), step=0.01,
@@ -232,42 +233,38 @@ def _analyses() -> dict:
     return st.session_state.setdefault(K_ANALYSES, {})
 
 
-def decode_upload(name: str, data: bytes, key: str) -> dict:
-    """Decoded image (or error) of one upload, cached per content hash ``key`` in this session."""
-    store = _analyses()
-    if key not in store:
-        from image_io import ImageLoadError, load_image
+def analyse_upload(name: str, data: bytes, key: str, predictor, model: str, threshold: float) -> dict:
+    """This session's entry for one upload (cached per content hash ``key``), analysed by ``model``.
 
-        entry = {"image": None, "error": None, "results": {}}
-        if len(data) > CONFIG.max_upload_mb * 1024 * 1024:
-            entry["error"] = f"{name}: file is {len(data) / 2**20:.1f} MB, over the {CONFIG.max_upload_mb} MB limit"
-        else:
-            try:
-                entry["image"] = load_image(data, name)
-            except ImageLoadError as exc:
-                entry["error"] = str(exc)
-            except Exception as exc:  # a decoder bug must cost one file, not the page
-                entry["error"] = f"{name}: cannot be read ({type(exc).__name__})"
-        store[key] = entry
-    return store[key]
+    The entry is {"image": LoadedImage | None, "error": one line | None, "results":
+    {model: PredictionResult}}: decoded once, each model runs once per content through
+    ``prediction.iter_predictions``, and a threshold change only redoes the connected
+    components (the result at the current threshold is kept).
+    """
+    from prediction import Source, iter_predictions
 
-
-def analyse(entry: dict, predictor, model: str, threshold: float, name: str):
-    """PredictionResult at ``threshold``; the model runs once per (content, model)."""
-    from prediction import predict_image
-
-    result = entry["results"].get(model)
-    if result is None:
+    entry = _analyses().setdefault(key, {"image": None, "error": None, "results": {}})
+    if entry["error"] is None and model not in entry["results"]:
+        image = entry["image"]
+        load = (lambda: image) if image is not None else (lambda: sup.load_upload(name, data))
         with st.spinner(f"Looking for fractures in {sup.escape_markdown(name)} with the {MODEL_LABELS[model]}…"):
-            result = predict_image(predictor, entry["image"].pixels, threshold)
-        entry["results"][model] = result
-    # Threshold changes only redo the cheap connected-components step.
-    return result if result.threshold == threshold else result.with_threshold(threshold)
+            outcome = next(iter_predictions(predictor, [Source(name, load)], threshold, batch_size=1))
+        if entry["image"] is None and outcome.image is None:
+            entry["error"] = outcome.error  # the file itself is bad: remembered, not retried
+            return entry
+        entry["image"] = outcome.image
+        if outcome.error is not None:  # the analysis failed: shown, retried on the next rerun
+            return {**entry, "error": outcome.error}
+        entry["results"][model] = outcome.result
+    if entry["error"] is None:
+        results = entry["results"]
+        results[model] = results[model].with_threshold(threshold)
+    return entry
 
 
 def _entry(manifest: dict, model: str) -> dict:
-    entry = manifest.get("models", {}).get(model, {}) if isinstance(manifest, dict) else {}
-    return entry if isinstance(entry, dict) else {}
+    """The model's manifest entry as a plain mapping ({} when unlisted)."""
+    return dict(model_entry(model, manifest).data)
 
 
 def reading_ui(result, model: str, threshold: float, manifest: dict) -> tuple[str, float | None]:
@@ -294,15 +291,12 @@ def reading_ui(result, model: str, threshold: float, manifest: dict) -> tuple[st
 
 def render_ui(image, result, settings: ViewSettings, margin: float):
     """The annotated RGB overlay for the current display settings (borderline spot marked)."""
-    from prediction import render_overlay
-    from result_status import BORDERLINE, result_status
+    from result_status import BORDERLINE, borderline_spot, result_status
 
     spot = None
     if result_status(result.findings, result.fracture_score, result.threshold, margin) == BORDERLINE:
-        from result_status import borderline_spot
-
         spot = borderline_spot(result.prob, result.threshold, margin)
-    return render_overlay(image.pixels, result, settings.opacity, settings.show_heatmap, settings.window,
+    return result.overlay(image.pixels, settings.opacity, settings.show_heatmap, settings.window,
                           outline_only=settings.style == "outline", review_box=spot)
 
 
@@ -322,18 +316,18 @@ def findings_text(result, model: str, status: str, likelihood: float | None) -> 
 def downloads_ui(digest: str, name: str, data: bytes, model: str, result, overlay, reading: tuple[str, float | None],
                  manifest: dict) -> None:
     from dicom_export import DicomExportError, is_dicom, secondary_capture
-    from prediction import result_to_dict
+    from prediction import encode_png
     from result_status import status_fields
 
     names = sup.download_names(name, model)
     key = f"{digest[:16]}_{model}"
-    record = {**result_to_dict(result, name, model), **status_fields(result, _entry(manifest, model))}
+    record = {**result.to_dict(name, model), **status_fields(result, _entry(manifest, model))}
     cols = st.columns(4 if is_dicom(data) else 3)
-    cols[0].download_button("Annotated PNG", sup.encode_png(overlay), names["png"], "image/png",
+    cols[0].download_button("Annotated PNG", encode_png(overlay), names["png"], "image/png",
                             key=f"dl_png_{key}", on_click="ignore", icon=":material/download:")
     cols[1].download_button("Findings JSON", sup.findings_json(record), names["json"], "application/json",
                             key=f"dl_json_{key}", on_click="ignore", icon=":material/download:")
-    cols[2].download_button("Mask PNG", sup.encode_png(result.mask()), names["mask"], "image/png",
+    cols[2].download_button("Mask PNG", result.mask_png(), names["mask"], "image/png",
                             key=f"dl_mask_{key}", on_click="ignore", icon=":material/download:")
     if is_dicom(data):
         try:
@@ -361,24 +355,24 @@ def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settin
     from result_status import borderline_margin
 
     st.subheader(sup.escape_markdown(name))
-    entry = decode_upload(name, data, digest)
-    if entry["error"]:
-        st.error(sup.escape_markdown(entry["error"]), icon=":material/broken_image:")
-        return
-    image = entry["image"]
-    if image.note:
-        st.info(sup.escape_markdown(image.note), icon=":material/info:")
-    shown = {}
+    shown, image = {}, None
     for model in settings.models:
-        margin = borderline_margin(_entry(manifest, model))
+        entry = analyse_upload(name, data, digest, predictors[model], model, settings.thresholds[model])
+        if entry["error"]:
+            st.error(sup.escape_markdown(entry["error"]), icon=":material/broken_image:")
+            if entry["image"] is None:
+                return  # the file itself is unreadable: one line, whatever the view
+            continue
+        image = entry["image"]
+        result = entry["results"][model]
         try:
-            result = analyse(entry, predictors[model], model, settings.thresholds[model], name)
-            shown[model] = (result, render_ui(image, result, settings, margin))
+            shown[model] = (result, render_ui(image, result, settings, borderline_margin(_entry(manifest, model))))
         except Exception as exc:  # keep the other uploads (and the other model) going
-            st.error(sup.escape_markdown(f"{name}: analysis with the {MODEL_LABELS[model]} failed ({type(exc).__name__})"),
-                     icon=":material/error:")
+            st.error(sup.escape_markdown(f"{name}: drawing the result failed ({type(exc).__name__})"), icon=":material/error:")
     if not shown:
         return
+    if image.note:
+        st.info(sup.escape_markdown(image.note), icon=":material/info:")
     # All panels at the column's full width: a 373x454 X-ray is as readable as a 3000-px one.
     cols = st.columns(1 + len(shown))
     cols[0].image(sup.fit_for_display(display_gray(image.pixels, *settings.window)), width="stretch",
@@ -399,7 +393,7 @@ def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settin
 
 
 def dashboard_page() -> None:
-    manifest = sup.read_manifest_for_ui()
+    manifest = read_manifest_or_empty()
     settings = sidebar_settings_ui(manifest)
     st.title("Dashboard")
     caption, to_models = st.columns([4, 1], vertical_alignment="center")

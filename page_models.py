@@ -13,18 +13,17 @@ import json
 
 import streamlit as st
 
-import app_support as sup
 import model_card as mc
 from app_nav import request_page
 from app_text import CREDIT, DATA_FACTS, DISCLAIMER, LIMITS, METRICS_EXPLAINED, MODEL_BLURBS
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_manifest import model_entry, read_manifest_or_empty
 
 FACTS = ("params", "epochs", "training_minutes", "threshold", "threshold_source", "borderline_margin", "image_score")
 
 
 def _entry(manifest: dict, name: str) -> dict:
-    entry = manifest.get("models", {}).get(name, {}) if isinstance(manifest, dict) else {}
-    return entry if isinstance(entry, dict) else {}
+    return dict(model_entry(name, manifest).data)
 
 
 def _report_png(name: str, kind: str):
@@ -125,7 +124,7 @@ def models_page() -> None:
     st.button("Back to the dashboard", key="models_to_dashboard", icon=":material/radiology:",
               help="Your uploads, results and settings are still there.", on_click=request_page, args=("dashboard",))
     st.warning(DISCLAIMER, icon=":material/medical_information:")
-    manifest = sup.read_manifest_for_ui()
+    manifest = read_manifest_or_empty()
     metrics = {n: mc.read_metrics(CONFIG.metrics_path(n)) for n in MODEL_NAMES}
     checks = {n: mc.reliability_check(metrics[n], _entry(manifest, n)) for n in MODEL_NAMES}
     st.subheader("In short")

@@ -24,23 +24,22 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
+from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
+from model_manifest import ModelIntegrityError, verify_model_file
+from prediction import Predictor, Source, encode_png, iter_predictions, result_to_dict
 
 log = logging.getLogger("predict")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CSV_FIELDS = ("file", "model", "width", "height", "threshold", "fracture_score", "n_findings", "findings", "error", "note")
-
-
-class UsageError(Exception):
-    """Bad command line or unusable model: exit status 2, message on stderr."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -92,85 +91,38 @@ class ModelChoice:
 
 
 def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> ModelChoice:
-    """Which file to load, its expected SHA-256 and default threshold, from the manifest.
+    """Which file to load, its SHA-256 and default threshold, checked by ``model_manifest``'s trust rule.
 
     The manifest is the ``manifest.json`` next to the model file, the entry the one
     whose ``file`` is the model's file name. A file no manifest vouches for is
     refused unless ``allow_unverified`` (e.g. a fresh training output).
     """
-    from create_segmentation_model import read_manifest
 
     path = Path(model_file) if model_file else CONFIG.model_path(name)
     if not path.is_file():
         raise UsageError(f"{path}: model file not found")
     try:
-        entries = read_manifest(path.parent / "manifest.json").get("models", {})
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path.parent / 'manifest.json'}: unreadable manifest ({exc})") from exc
-    info = next((v for v in entries.values() if v.get("file") == path.name), None)
-    if info is None or not info.get("sha256"):
-        if not allow_unverified:
-            raise UsageError(
-                f"{path.name}: not listed with a SHA-256 in {path.parent / 'manifest.json'}; "
-                "refusing unverified weights (pass --allow-unverified to load it anyway)"
-            )
-        info = {}
-    threshold = float(info.get("threshold", CONFIG.default_threshold))
-    return ModelChoice(name, path, info.get("sha256"), threshold)
+        checked = verify_model_file(path, allow_unverified=allow_unverified)
+    except ModelIntegrityError as exc:
+        raise UsageError(f"model refused: {exc}") from exc
+    threshold = checked.entry.threshold if checked.entry else CONFIG.default_threshold
+    return ModelChoice(name, path, checked.sha256, threshold)
 
 
 def load_predictor(choice: ModelChoice):
-    """Verified load (raises ModelIntegrityError) behind the compiled, warmed-up forward pass."""
-    from create_segmentation_model import load_segmentation_model
-    from prediction import Predictor
+    """Load the checked file (hash pinned to the one checked) behind the compiled, warmed-up forward pass."""
+    from create_segmentation_model import load_segmentation_model  # Keras: imported only when a model is loaded
 
-    return Predictor(load_segmentation_model(choice.path, choice.sha256, compile=False), choice.name)
+    return Predictor(load_segmentation_model(choice.path, choice.sha256, compile=False, allow_unverified=True), choice.name)
 
 
 # --------------------------------------------------------------------------- work
-@dataclass
-class Decoded:
-    """One file after decoding: pixels + model input, or the error line."""
-
-    path: Path
-    pixels: np.ndarray | None = None
-    model_input: np.ndarray | None = None  # (256, 256, 3) float32
-    note: str | None = None
-    error: str | None = None
-
-
-def decode_one(path: Path) -> Decoded:
-    """Read + decode + preprocess one file (runs in a worker thread; Pillow/OpenCV release the GIL)."""
-    from image_io import ImageLoadError, read_image_file
-    from prediction import preprocess
-
-    try:
-        loaded = read_image_file(path, name=str(path))
-        return Decoded(path, loaded.pixels, preprocess(loaded.pixels), loaded.note)
-    except ImageLoadError as exc:
-        return Decoded(path, error=str(exc))
-    except MemoryError:
-        return Decoded(path, error=f"{path}: not enough memory to decode this image")
-
-
 def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result) -> None:
     """``<stem>_annotated.png`` (RGB overlay) and ``<stem>_mask.png`` (0/255) at the image's size."""
-    import cv2
 
-    from prediction import render_overlay
-
-    overlay = render_overlay(pixels, result)
     # Compression level 1: ~3x faster to write than the default 3, files ~10 % larger.
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok1 = cv2.imwrite(str(out_dir / f"{stem}_annotated.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR), params)
-    ok2 = cv2.imwrite(str(out_dir / f"{stem}_mask.png"), result.mask(), params)
-    if not (ok1 and ok2):
-        raise OSError(f"cannot write {stem}_annotated.png / {stem}_mask.png to {out_dir}")
-
-
-def batched(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+    (out_dir / f"{stem}_annotated.png").write_bytes(encode_png(result.overlay(pixels), compression=1))
+    (out_dir / f"{stem}_mask.png").write_bytes(result.mask_png(compression=1))
 
 
 def run(
@@ -183,49 +135,40 @@ def run(
     progress: bool = True,
     on_first_result=None,
 ) -> list[dict]:
-    """Process ``files`` in order; returns one record (result_to_dict + ``note``) per file.
+    """Process ``files`` in order through ``prediction.iter_predictions``; one record
+    (the result JSON + ``note``) per file.
 
-    Decoding of batch k+1 and the PNG writing of batch k-1 run in worker threads
-    while the model runs batch k, so the two cores stay busy with the model.
+    Decoding runs ahead in a worker thread and PNG writing in another while the
+    model runs, so the two cores stay busy with the model. A file that fails
+    (decode, model, drawing or writing its PNGs) gets its one-line ``error``; the
+    others go on.
     """
-    from tqdm import tqdm
-
-    from prediction import S, result_from_prob, result_to_dict
 
     stems = dict(zip(files, output_stems(files), strict=True))
+    sources = [Source(str(p), (lambda p=p: read_image_file(p, name=str(p))), p) for p in files]
     records: list[dict] = []
-    writes: list[Future] = []
+    writes: list[tuple[dict, Future]] = []
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        batches = list(batched(files, batch_size))
-        pending = [pool.submit(decode_one, p) for p in batches[0]] if batches else []
-        for k in range(len(batches)):
-            decoded = [f.result() for f in pending]
-            # Prefetch the next batch before running the model on this one.
-            pending = [pool.submit(decode_one, p) for p in batches[k + 1]] if k + 1 < len(batches) else []
-            good = [d for d in decoded if d.error is None]
-            probs = np.empty((0, S, S), np.float32)
-            if good:
-                probs = predictor.forward(np.stack([d.model_input for d in good]))
-            it = iter(probs)
-            for d in decoded:
-                if d.error is not None:
-                    bar.write(f"error: {d.error}", file=sys.stderr)
-                    rec = result_to_dict(None, str(d.path), model_name, d.error)
-                else:
-                    result = result_from_prob(next(it), d.pixels.shape[0], d.pixels.shape[1], threshold)
-                    rec = result_to_dict(result, str(d.path), model_name, None)
-                    if out_dir is not None:
-                        writes.append(pool.submit(write_outputs, out_dir, stems[d.path], d.pixels, result))
-                    if on_first_result is not None:
-                        on_first_result()
-                        on_first_result = None
-                rec["note"] = d.note
-                records.append(rec)
-                bar.update(1)
-            d = decoded = good = None  # let the pixels go before the next batch
-        for f in writes:
-            f.result()  # re-raise a failed write (disk full, permissions): that is not a per-file error
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for o in iter_predictions(predictor, sources, threshold, batch_size, workers=1):
+            rec = result_to_dict(o.result, o.name, model_name, o.error)
+            if o.error is not None:
+                bar.write(f"error: {o.error}", file=sys.stderr)
+            else:
+                if out_dir is not None:
+                    writes.append((rec, writer.submit(write_outputs, out_dir, stems[o.tag], o.pixels, o.result)))
+                if on_first_result is not None:
+                    on_first_result()
+                    on_first_result = None
+            rec["note"] = o.note
+            records.append(rec)
+            bar.update(1)
+        for rec, fut in writes:
+            try:
+                fut.result()
+            except Exception as exc:  # disk full, permissions, a drawing bug: this file's error
+                rec["error"] = " ".join(f"{rec['file']}: cannot write its PNGs ({type(exc).__name__}: {exc})".split())
+                bar.write(f"error: {rec['error']}", file=sys.stderr)
     bar.close()
     return records
 
@@ -257,33 +200,30 @@ def write_csv(records: list[dict], dest: str) -> None:
 
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="predict.py",
         description="Mark probable fracture regions on X-rays (files or folders).",
         epilog="Exit status: 0 all files processed, 1 some failed, 2 usage error or untrusted model file.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (recursed for .jpg .jpeg .png .dcm)")
-    p.add_argument("--model", choices=MODEL_NAMES, default="unet", help="which shipped model (default: unet)")
+    p.add_argument("--model", choices=MODEL_NAMES, default="unet", help="which shipped model")
     p.add_argument("--model-file", metavar="PATH", help="a .keras file instead of the shipped one; verified against the "
-                   "manifest.json next to it")
-    p.add_argument("--allow-unverified", action="store_true", help="load a --model-file that no manifest lists")
-    p.add_argument("--threshold", type=float, help="probability threshold in (0, 1) (default: the model's, from the manifest)")
-    p.add_argument("--out", metavar="DIR", help="write <name>_annotated.png and <name>_mask.png here")
-    p.add_argument("--json", metavar="FILE", help="write the results as a JSON list ('-' for stdout)")
-    p.add_argument("--csv", metavar="FILE", help="write the results as CSV ('-' for stdout)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+                   "manifest.json next to it (default: the shipped file of --model)")
+    p.add_argument("--allow-unverified", action="store_true", help="load a --model-file that no manifest lists (default: refuse it)")
+    p.add_argument("--threshold", type=threshold_arg, help="probability threshold in (0, 1) (default: the model's, from the manifest)")
+    p.add_argument("--out", metavar="DIR", help="write <name>_annotated.png and <name>_mask.png here (default: no images written)")
+    p.add_argument("--json", metavar="FILE", help="write the results as a JSON list, '-' for stdout "
+                   "(default: stdout when none of --out/--json/--csv is given)")
+    p.add_argument("--csv", metavar="FILE", help="write the results as CSV, '-' for stdout (default: no CSV)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr (default: a progress bar)")
     p.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)  # benchmarks: wall-clock marks on stderr
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 on a bad option
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        parser.error(f"--threshold must be in (0, 1), got {args.threshold}")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    args = parser.parse_args(argv)  # exits 2 with one line on a bad option
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -296,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UsageError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
-        from create_segmentation_model import ModelIntegrityError
 
         t_load = time.time()
         try:
@@ -304,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         except ModelIntegrityError as exc:
             raise UsageError(f"model refused: {exc}") from exc
     except UsageError as exc:
-        print(f"predict.py: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_usage_error("predict.py", exc)
     threshold = args.threshold if args.threshold is not None else choice.threshold
     marks = {"model_load_s": round(time.time() - t_load, 3)}
 

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from important_variables import CONFIG, MODEL_NAMES, is_fracatlas_dir, resolve_data_dir
+from cli_common import UsageError, report_usage_error, require_data_dir
+from important_variables import CONFIG, MODEL_NAMES
+from model_manifest import MANIFEST_NAME
 
 log = logging.getLogger("train")
 
@@ -133,7 +135,8 @@ def selection_score(v: dict, select_on: str) -> float:
 
 def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
     """Write the inference copy (no optimizer state) and its manifest entry."""
-    from create_segmentation_model import build_model, read_manifest, sha256_file
+    from create_segmentation_model import build_model
+    from model_manifest import model_entry, read_manifest, sha256_file, update_entry
 
     out_dir.mkdir(parents=True, exist_ok=True)
     clean = build_model(name)
@@ -143,17 +146,14 @@ def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
     tmp = path.with_name(path.stem + ".tmp.keras")
     clean.save(tmp)
     os.replace(tmp, path)
-    manifest_path = out_dir / "manifest.json"
-    manifest = read_manifest(manifest_path) or {"models": {}}
-    entry = manifest.setdefault("models", {}).get(name, {})
-    entry.update(info)
-    entry.update(file=path.name, sha256=sha256_file(path), params=int(clean.count_params()))
-    entry.setdefault("threshold", CONFIG.default_threshold)
-    entry.setdefault("threshold_source", "default (not yet chosen on valid)")
-    manifest["models"][name] = entry
-    tmpm = manifest_path.with_suffix(".tmp")
-    tmpm.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmpm, manifest_path)
+    manifest_path = out_dir / MANIFEST_NAME
+    old = model_entry(name, read_manifest(manifest_path)).data
+    changes = {**info, "file": path.name, "sha256": sha256_file(path), "params": int(clean.count_params())}
+    if "threshold" not in old and "threshold" not in changes:
+        changes["threshold"] = CONFIG.default_threshold
+    if "threshold_source" not in old and "threshold_source" not in changes:
+        changes["threshold_source"] = "default (not yet chosen on valid)"
+    update_entry(name, changes, manifest_path)
     return path
 
 
@@ -163,13 +163,13 @@ def _prior_training(out_dir: Path, args) -> dict:
     Stored in the checkpoint directory so that a resumed fine-tuning run still
     reports the first phase, even after it has overwritten the manifest entry.
     """
-    from create_segmentation_model import read_manifest
+    from model_manifest import model_entry, read_manifest
 
     frozen = Path(args.checkpoint_dir) / args.model / "prior.json"
     if frozen.is_file():
         return json.loads(frozen.read_text())
     prior = {}
-    entry = read_manifest(out_dir / "manifest.json").get("models", {}).get(args.model, {})
+    entry = model_entry(args.model, read_manifest(out_dir / MANIFEST_NAME)).data
     if entry and Path(args.init_from).resolve() == (out_dir / entry.get("file", "")).resolve():
         prior = {k: entry[k] for k in ("training_command", "epochs", "training_minutes") if k in entry}
         hist = out_dir / f"{args.model}.history.csv"
@@ -222,10 +222,10 @@ def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data_dir = resolve_data_dir(args.data)
-    if not is_fracatlas_dir(data_dir):
-        log.error("FracAtlas not found (%s); pass --data DIR or set $%s", data_dir, CONFIG.data_env_var)
-        return 2
+    try:
+        data_dir = require_data_dir(args.data)
+    except UsageError as exc:
+        return report_usage_error("train.py", exc)
 
     import keras
 

@@ -1,4 +1,8 @@
-"""Jaccard / Dice losses and metrics for the 2-class softmax segmentation output.
+"""Jaccard / Dice losses and metrics for the 2-class softmax segmentation output (Keras).
+
+Thin wrappers: the formulas themselves are ``metrics.dice_from_sums`` and
+``metrics.iou_from_sums`` (the same ones the evaluation uses), here on soft
+probabilities with ``SMOOTH`` = 1 so that an empty batch scores 1, not 0/0.
 
 All functions take ``y_true`` one-hot, shape (B, H, W, 2), float in {0, 1}, and
 ``y_pred`` softmax probabilities, shape (B, H, W, 2), float in [0, 1].
@@ -24,6 +28,7 @@ import keras
 from keras import ops
 
 from important_variables import CONFIG
+from metrics import dice_from_sums, iou_from_sums
 
 SMOOTH = 1.0
 _PACKAGE = "fracture"
@@ -43,9 +48,7 @@ def jaccard_index(y_true, y_pred, smooth: float = SMOOTH):
     Returns a scalar in (0, 1]; 1 for a perfect match (and for empty vs empty).
     """
     t, p = _fracture_channel(y_true, y_pred)
-    inter = ops.sum(t * p)
-    union = ops.sum(t) + ops.sum(p) - inter
-    return (inter + smooth) / (union + smooth)
+    return iou_from_sums(ops.sum(t * p), ops.sum(t), ops.sum(p), smooth)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="jaccard_loss")
@@ -58,8 +61,7 @@ def jaccard_loss(y_true, y_pred):
 def dice_coef(y_true, y_pred, smooth: float = SMOOTH):
     """Soft Dice D = (2|A∩B| + s) / (|A| + |B| + s), fracture channel, whole batch."""
     t, p = _fracture_channel(y_true, y_pred)
-    inter = ops.sum(t * p)
-    return (2.0 * inter + smooth) / (ops.sum(t) + ops.sum(p) + smooth)
+    return dice_from_sums(ops.sum(t * p), ops.sum(t), ops.sum(p), smooth)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="dice_loss")
@@ -95,9 +97,8 @@ def ce_dice_fractured_loss(y_true, y_pred, smooth: float = SMOOTH):
     """
     ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred))
     t, p = _fracture_channel(y_true, y_pred)
-    inter = ops.sum(t * p, axis=(1, 2))
     t_sum = ops.sum(t, axis=(1, 2))
-    dice = (2.0 * inter + smooth) / (t_sum + ops.sum(p, axis=(1, 2)) + smooth)
+    dice = dice_from_sums(ops.sum(t * p, axis=(1, 2)), t_sum, ops.sum(p, axis=(1, 2)), smooth)
     has = ops.cast(t_sum > 0, "float32")
     dice_term = ops.sum((1.0 - dice) * has) / ops.maximum(ops.sum(has), 1.0)
     return ce + dice_term
@@ -108,12 +109,4 @@ def hard_dice(y_true, y_pred, threshold: float = 0.5):
     """Dice of the thresholded fracture probability (>= threshold), whole batch; a metric."""
     t, p = _fracture_channel(y_true, y_pred)
     p = ops.cast(p >= threshold, "float32")
-    inter = ops.sum(t * p)
-    return (2.0 * inter + SMOOTH) / (ops.sum(t) + ops.sum(p) + SMOOTH)
-
-
-LOSSES = {
-    "ce_dice": ce_dice_loss,
-    "jaccard": jaccard_loss,
-    "dice": dice_loss,
-}
+    return dice_from_sums(ops.sum(t * p), ops.sum(t), ops.sum(p), SMOOTH)

@@ -103,11 +103,12 @@ def pick_images(data_dir: Path, n: int, n_big: int):
 
 
 def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs: int, xla: bool) -> dict:
-    from create_segmentation_model import load_named_model, read_manifest
+    from create_segmentation_model import load_named_model
     from image_io import load_image, read_image_file
+    from model_manifest import model_threshold
     from prediction import Predictor, analyse_image, preprocess
 
-    threshold = float(read_manifest().get("models", {}).get(name, {}).get("threshold", 0.5))
+    threshold = model_threshold(name)
     model = load_named_model(name)
     pred = Predictor(model, name)
     xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]

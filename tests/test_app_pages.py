@@ -269,14 +269,13 @@ def test_dicom_upload_and_several_files_each_with_their_own_result(xray, real_xr
 
 
 def test_sidebar_defaults_and_contrast_reset(xray):
-    from app_support import manifest_threshold
-    from create_segmentation_model import read_manifest
+    from model_manifest import model_threshold, read_manifest
 
     at = open_dashboard()
     manifest = read_manifest()
     for model in MODEL_NAMES:
         at.radio(key="model").set_value(model).run()
-        assert at.slider(key=f"threshold_{model}").value == pytest.approx(round(manifest_threshold(manifest, model), 2))
+        assert at.slider(key=f"threshold_{model}").value == pytest.approx(round(model_threshold(model, manifest), 2))
     at.slider(key="window_center").set_value(0.3).run()
     at.slider(key="window_width").set_value(0.4).run()
     at.toggle(key="show_heatmap").set_value(True).run()

@@ -56,7 +56,7 @@ def stub_models(monkeypatch):
 @pytest.fixture
 def manifest_dir(tmp_path, monkeypatch):
     """A Saved_model copy (manifest + metrics) in a temp dir that the pages read instead of the shipped one."""
-    import app_support
+    import model_manifest
     import page_models
 
     d = tmp_path / "Saved_model"
@@ -66,7 +66,7 @@ def manifest_dir(tmp_path, monkeypatch):
             shutil.copy(CONFIG.metrics_path(name), d)
     manifest = json.loads(CONFIG.manifest_path.read_text(encoding="utf-8"))
     config = replace(CONFIG, saved_model_dir=d)
-    for module in (app_support, page_models):
+    for module in (model_manifest, page_models):
         monkeypatch.setattr(module, "CONFIG", config)
 
     def write(**per_model):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 import app_support as sup
+from rendering import encode_png
 
 
 def test_escape_markdown_makes_names_inert():
@@ -38,10 +39,10 @@ def test_download_names():
 def test_encode_png_roundtrip_keeps_colours_and_size():
     rgb = np.zeros((7, 11, 3), np.uint8)
     rgb[..., 0] = 200  # red stays red (RGB in, RGB meaning out)
-    decoded = cv2.imdecode(np.frombuffer(sup.encode_png(rgb), np.uint8), cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(np.frombuffer(encode_png(rgb), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (7, 11, 3) and decoded[0, 0, 2] == 200 and decoded[0, 0, 0] == 0
     mask = np.full((5, 4), 255, np.uint8)
-    assert cv2.imdecode(np.frombuffer(sup.encode_png(mask), np.uint8), cv2.IMREAD_UNCHANGED).shape == (5, 4)
+    assert cv2.imdecode(np.frombuffer(encode_png(mask), np.uint8), cv2.IMREAD_UNCHANGED).shape == (5, 4)
 
 
 def test_fit_for_display_only_downscales():
@@ -54,12 +55,6 @@ def test_fit_for_display_only_downscales():
 def test_findings_json_is_utf8_json():
     data = {"file": "ä.png", "model": "unet", "findings": [{"box": [1, 2, 3, 4], "score": 0.5, "area_px": 4}]}
     assert json.loads(sup.findings_json(data).decode("utf-8")) == data
-
-
-def test_manifest_threshold_falls_back():
-    assert sup.manifest_threshold({"models": {"unet": {"threshold": 0.37}}}, "unet") == 0.37
-    assert sup.manifest_threshold({}, "unet") == sup.CONFIG.default_threshold
-    assert sup.manifest_threshold({"models": {"unet": {"threshold": "x"}}}, "unet") == sup.CONFIG.default_threshold
 
 
 def test_read_metrics_absent_or_broken(tmp_path):

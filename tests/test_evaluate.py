@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 
 import evaluate
+from evaluation import cases as ev_cases
+from evaluation import definitions as ev_definitions
+from evaluation import evaluator as ev_evaluator
+from evaluation import report as ev_report
+from evaluation import scoring as ev_scoring
+from evaluation import ship as ev_ship
+from evaluation import thresholds as ev_thresholds
 from fracture.dataset import Instance, Record
 from important_variables import CONFIG
 from prediction import PredictionResult, find_findings
@@ -106,7 +113,7 @@ def test_all_background_model_gets_dice_zero_and_pixel_accuracy_equal_to_the_bas
     from prediction import Predictor
 
     predictor = Predictor(_background_model(), "background")
-    ev = evaluate.evaluate(predictor, atlas, "test", 0.5, limit=4, progress=False)
+    ev = ev_evaluator.evaluate(predictor, atlas, "test", 0.5, limit=4, progress=False)
     r = ev.report
     assert r["counts"]["fractured_images"] >= 1
     assert r["segmentation"]["dice_mean"] == 0.0 and r["segmentation"]["dice_median"] == 0.0
@@ -120,12 +127,27 @@ def test_all_background_model_gets_dice_zero_and_pixel_accuracy_equal_to_the_bas
         pa = r["pixel_accuracy"][scope]
         assert pa["model"] == pa["all_background"]
         assert pa["model"] > 0.99
-    written = evaluate.write_report(ev, tmp_path, grid=True)  # plots must cope with no findings
+    written = ev_report.write_report(ev, tmp_path, grid=True)  # plots must cope with no findings
     assert all(p.is_file() for p in written) and len(written) == 5
 
 
+def test_validator_scores_exactly_like_evaluate(atlas, predictor_factory):
+    """The trainer's Validator builds and scores the cases as evaluate() does: the same numbers."""
+    from evaluation.validator import Validator
+
+    pred = predictor_factory("encoder_decoder")
+    ev = ev_evaluator.evaluate(pred, atlas, "test", 0.5, limit=3, progress=False)
+    validator = Validator(atlas, split="test", limit=3)
+    got = validator.score(pred, 0.5)
+    from_model = validator.score(pred.model, 0.5)  # a trainer hands over its Keras model
+    for section in ("segmentation", "localization", "image_level", "pixel_accuracy", "by_body_part", "per_image"):
+        assert got[section] == ev.report[section], section
+        assert from_model[section] == ev.report[section], section
+    assert got["counts"]["fractured_images"] == ev.report["counts"]["fractured_images"] >= 1
+
+
 # --------------------------------------------------------------------------- threshold choice
-def _synthetic_case(image_id: str, fractured: bool, blobs: list[tuple[slice, slice, float]]) -> evaluate.Case:
+def _synthetic_case(image_id: str, fractured: bool, blobs: list[tuple[slice, slice, float]]) -> ev_cases.Case:
     """64x64 case; fractured ones have one annotated square (10..30, 10..30)."""
     prob = np.zeros((64, 64), np.float32)
     for ys, xs, p in blobs:
@@ -133,10 +155,10 @@ def _synthetic_case(image_id: str, fractured: bool, blobs: list[tuple[slice, sli
     square = np.array([[10, 10], [30, 10], [30, 30], [10, 30]], np.float32)
     instances = (Instance(polygons=(square,), box=(10.0, 10.0, 30.0, 30.0)),) if fractured else ()
     rec = Record(image_id, None, fractured, "valid", "hand", 64, 64, instances)
-    return evaluate.Case(rec, PredictionResult(prob, 0.5, find_findings(prob, 0.5)))
+    return ev_cases.Case(rec, PredictionResult(prob, 0.5, find_findings(prob, 0.5)))
 
 
-def _synthetic_cases() -> list[evaluate.Case]:
+def _synthetic_cases() -> list[ev_cases.Case]:
     # Fractured: the fracture found at p = 0.72 (box IoU 400/441 with the annotation), plus a
     # spurious blob at 0.30. Negative: a spurious blob at 0.40.
     #   t <= 0.30: TP 1, FP 2, FN 0 -> F1 = 2/4 = 0.5
@@ -150,25 +172,25 @@ def _synthetic_cases() -> list[evaluate.Case]:
 
 def test_sweep_and_choice_on_hand_made_probability_maps():
     cases = _synthetic_cases()
-    sweep = {round(r["threshold"], 2): r for r in evaluate.sweep_thresholds(cases)}
+    sweep = {round(r["threshold"], 2): r for r in ev_thresholds.sweep_thresholds(cases)}
     assert sweep[0.3]["f1"] == pytest.approx(0.5) and sweep[0.3]["fp"] == 2
     assert sweep[0.4]["f1"] == pytest.approx(2 / 3)
     assert sweep[0.45]["f1"] == 1.0 and sweep[0.7]["f1"] == 1.0
     assert sweep[0.75]["f1"] == 0.0 and sweep[0.75]["fn"] == 1
     assert sweep[0.4]["false_findings_per_negative_image"] == 1.0
-    best = evaluate.choose_threshold(list(sweep.values()))
+    best = ev_thresholds.choose_threshold(list(sweep.values()))
     assert best["threshold"] == pytest.approx(0.70) and best["f1"] == 1.0
     # Scored at the chosen threshold: everything right.
-    scored = evaluate.score_cases(cases, best["threshold"])
+    scored = ev_scoring.score_cases(cases, best["threshold"])
     assert scored["segmentation"]["dice_mean"] > 0.95
     assert scored["localization"]["ap50"] == 1.0
     assert scored["image_level"]["specificity"] == 1.0
 
 
 def test_choice_refuses_a_threshold_that_finds_nothing():
-    nothing = [{"threshold": t, "f1": 0.0} for t in evaluate.SWEEP]
-    assert evaluate.choose_threshold(nothing) is None
-    assert evaluate.choose_threshold([{"threshold": 0.5, "f1": float("nan")}]) is None
+    nothing = [{"threshold": t, "f1": 0.0} for t in ev_definitions.SWEEP]
+    assert ev_thresholds.choose_threshold(nothing) is None
+    assert ev_thresholds.choose_threshold([{"threshold": 0.5, "f1": float("nan")}]) is None
 
 
 def test_threshold_is_written_into_the_manifest_entry_only(tmp_path):
@@ -180,18 +202,18 @@ def test_threshold_is_written_into_the_manifest_entry_only(tmp_path):
         "date": "2026-01-01T00:00:00+00:00", "counts": {"fractured_images": 82, "negative_images": 321},
         "threshold_choice": {"chosen": 0.35, "value": 0.42},
     }
-    evaluate.write_threshold_to_manifest(manifest, "unet", report)
+    ev_thresholds.write_threshold_to_manifest(manifest, "unet", report)
     after = json.loads(manifest.read_text())
     entry = after["models"]["unet"]
     assert entry["threshold"] == 0.35 and entry["threshold_source"] == "chosen on valid (test)"
     crit = entry["threshold_criterion"]
-    assert crit["name"] == evaluate.CRITERION and crit["value"] == 0.42 and crit["model_sha256"] == "ab" * 32
+    assert crit["name"] == ev_definitions.CRITERION and crit["value"] == 0.42 and crit["model_sha256"] == "ab" * 32
     old = before["models"]["unet"]
     for key in old.keys() - {"threshold", "threshold_source", "threshold_criterion"}:
         assert entry[key] == old[key], key
     assert after["models"]["encoder_decoder"] == before["models"]["encoder_decoder"]
     with pytest.raises(KeyError):
-        evaluate.write_threshold_to_manifest(manifest, "nonexistent", report)
+        ev_thresholds.write_threshold_to_manifest(manifest, "nonexistent", report)
 
 
 # --------------------------------------------------------------------------- usage errors
@@ -232,27 +254,27 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 
 def test_evaluate_api_refuses_choosing_on_test():
     with pytest.raises(evaluate.UsageError):
-        evaluate.evaluate(None, None, "test", 0.5, choose=True)
+        ev_evaluator.evaluate(None, None, "test", 0.5, choose=True)
 
 
 def test_json_never_holds_nan():
-    assert evaluate._nan_to_none({"a": float("nan"), "b": [np.float32(0.5), np.inf], "c": np.int64(3)}) == {
+    assert ev_scoring.json_safe({"a": float("nan"), "b": [np.float32(0.5), np.inf], "c": np.int64(3)}) == {
         "a": None, "b": [0.5, None], "c": 3,
     }
-    assert not math.isnan(evaluate._nan_to_none(np.float64(0.25)))
+    assert not math.isnan(ev_scoring.json_safe(np.float64(0.25)))
 
 
 def test_ship_copies_the_report_to_saved_model(tmp_path, monkeypatch):
     from important_variables import Config
 
     saved = tmp_path / "Saved_model"
-    monkeypatch.setattr(evaluate, "CONFIG", Config(saved_model_dir=saved))
+    monkeypatch.setattr(ev_ship, "CONFIG", Config(saved_model_dir=saved))
     out = tmp_path / "reports"
     out.mkdir()
     written = [out / n for n in ("unet_test.json", "unet_test.md", "unet_test_pr.png", "unet_test_roc.png", "unet_test_grid.png")]
     for i, p in enumerate(written):
         p.write_text(f"content {i}")
-    ev = evaluate.Evaluation({"model": "unet"}, [], {})
-    shipped = evaluate.ship(ev, written)
+    ev = ev_evaluator.Evaluation({"model": "unet"}, [], {})
+    shipped = ev_ship.ship(ev, written)
     assert shipped[0] == saved / "unet.metrics.json" and shipped[0].read_text() == "content 0"
     assert sorted(p.name for p in (saved / "report").iterdir()) == sorted(p.name for p in written[1:])

@@ -127,3 +127,30 @@ def test_intact_copy_loads_and_unlisted_file_refused(tmp_path, real_xray_paths, 
 
 def test_output_stems_disambiguate():
     assert predict.output_stems([Path("a/x.jpg"), Path("b/x.jpg"), Path("y.png"), Path("c/x.dcm")]) == ["x", "x-2", "y", "x-3"]
+
+
+def test_a_file_failing_in_the_model_costs_only_that_file(tmp_path):
+    """Issue 11: an exception while handling one file (here: in the forward pass) becomes that
+    file's one-line error; the other files get their results and their PNGs."""
+    import cv2
+    import numpy as np
+
+    class FailsOnBlack:
+        def forward(self, batch):
+            if (batch.reshape(len(batch), -1).max(axis=1) == 0).any():
+                raise RuntimeError("simulated model failure")
+            return np.asarray(batch, np.float32)[..., 0]
+
+    good = np.zeros((300, 280), np.uint8)
+    good[100:150, 80:200] = 255
+    files = [tmp_path / "black.png", tmp_path / "good.png", tmp_path / "good2.png"]
+    cv2.imwrite(str(files[0]), np.zeros((300, 280), np.uint8))
+    cv2.imwrite(str(files[1]), good)
+    cv2.imwrite(str(files[2]), good)
+    out = tmp_path / "out"
+    out.mkdir()
+    records = predict.run(files, FailsOnBlack(), "unet", 0.5, out, batch_size=8, progress=False)
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    assert records[0]["error"].startswith(f"{files[0]}: analysis failed (RuntimeError") and records[0]["findings"] == []
+    assert records[1]["error"] is None and len(records[1]["findings"]) == 1 and records[2]["error"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["good2_annotated.png", "good2_mask.png", "good_annotated.png", "good_mask.png"]

@@ -137,3 +137,50 @@ def test_mask_and_overlay_show_only_findings_not_specks():
     empty = PredictionResult(np.zeros((30, 40), np.float32), 0.5, [])
     assert not empty.mask().any()
     assert (render_overlay(np.full((30, 40), 7, np.uint8), empty) == 7).all()
+
+
+# --------------------------------------------------------------------------- the one loop
+def test_loop_turns_any_per_file_exception_into_that_files_error_and_keeps_order():
+    from image_io import ImageLoadError
+    from prediction import Source, iter_predictions
+
+    good = np.zeros((64, 80), np.uint8)
+    good[10:30, 20:50] = 255
+
+    def boom():
+        raise RuntimeError("decoder bug\nsecond line")
+
+    def bad_file():
+        raise ImageLoadError("bad.jpg: truncated")
+
+    sources = [
+        Source("a.png", lambda: good, "a"),
+        Source("boom.dcm", boom, "boom"),
+        Source("bad.jpg", bad_file, "bad"),
+        Source("4d.dcm", lambda: np.zeros((2, 3, 40, 40), np.uint16), "4d"),  # preprocessing fails in the batch
+        Source("b.png", lambda: good, "b"),
+    ]
+    out = list(iter_predictions(BrightnessPredictor(), sources, 0.5, batch_size=2, workers=1))
+    assert [o.tag for o in out] == ["a", "boom", "bad", "4d", "b"]
+    assert out[0].result is not None and out[4].result is not None and len(out[4].result.findings) == 1
+    assert out[1].error.startswith("boom.dcm: cannot be read (RuntimeError") and "\n" not in out[1].error
+    assert out[2].error == "bad.jpg: truncated"
+    assert out[3].error.startswith("4d.dcm: analysis failed") and out[3].result is None
+    assert all((o.error is None) == (o.result is not None) for o in out)
+
+
+def test_components_run_once_per_result(monkeypatch):
+    import cv2
+
+    import results
+
+    prob = np.zeros((60, 60), np.float32)
+    prob[10:30, 10:30] = 0.9
+    calls = []
+    real = cv2.connectedComponentsWithStats
+    monkeypatch.setattr(results.cv2, "connectedComponentsWithStats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = PredictionResult.from_prob(prob, 60, 60, 0.5)
+    res.mask(), res.overlay(np.zeros((60, 60), np.uint8)), res.to_dict("x", "unet"), res.mask_png()
+    assert len(calls) == 1
+    assert res.with_threshold(0.5) is res and len(calls) == 1
+    assert res.with_threshold(0.95).findings == [] and len(calls) == 2

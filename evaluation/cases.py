@@ -1,0 +1,89 @@
+"""Inference on a split: FracAtlas records → :class:`Case` (record + PredictionResult), through the one loop.
+
+``run_inference`` hands the records to ``prediction.iter_predictions`` (the loop the
+app and ``predict.py`` use); unreadable files are skipped with one log line each and
+counted. A Case keeps the probability map at the image's own resolution and caches
+its findings per threshold, so a threshold sweep never calls the model again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("evaluate")
+
+
+@dataclass
+class Case:
+    """One evaluated image: its record and the model output at its own resolution.
+
+    result.prob: (H, W) float32 in [0, 1]; findings are cached per threshold so the
+    sweep recomputes only ``find_findings``, never the model.
+    """
+
+    record: object  # fracture.dataset.Record
+    result: object  # prediction.PredictionResult
+    _findings: dict = field(default_factory=dict, repr=False)
+    _truth: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def fractured(self) -> bool:
+        return bool(self.record.fractured)
+
+    def truth(self) -> np.ndarray:
+        """Annotated mask (H, W) bool at the image's size; all False for a negative."""
+        if self._truth is None:
+            h, w = self.result.prob.shape
+            self._truth = self.record.mask(h, w).astype(bool) if self.fractured else np.zeros((h, w), bool)
+        return self._truth
+
+    def findings(self, threshold: float) -> list:
+        """Findings at ``threshold`` (prediction.find_findings on the cached probability map)."""
+        key = round(float(threshold), 6)
+        if key not in self._findings:
+            from prediction import find_findings
+
+            if math.isclose(threshold, self.result.threshold):
+                self._findings[key] = list(self.result.findings)
+            else:
+                self._findings[key] = find_findings(self.result.prob, threshold)
+        return self._findings[key]
+
+
+def select_records(atlas, split: str, limit: int | None = None) -> list:
+    """Fractured records of ``split`` (official file) then its negatives (id rule), by id."""
+    frac = atlas.records(split, fractured=True)
+    neg = atlas.records(split, fractured=False)
+    if limit is not None:
+        frac, neg = frac[:limit], neg[:limit]
+    return frac + neg
+
+
+def run_inference(predictor, records: list, threshold: float, batch_size: int = 8, progress: bool = True) -> tuple[list[Case], list[str]]:
+    """Read and predict every record once, through ``prediction.iter_predictions``.
+
+    Returns (cases in record order, one-line reasons of the skipped files).
+    """
+    from tqdm import tqdm
+
+    from prediction import Source, iter_predictions
+
+    cases: list[Case] = []
+    skipped: list[str] = []
+    sources = [Source(rec.image_id, rec.load_pixels, rec) for rec in records]
+    name = getattr(predictor, "name", "model")
+    bar = tqdm(total=len(records), desc=name, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    for o in iter_predictions(predictor, sources, threshold, batch_size):
+        if o.error is not None:
+            log.warning("skipped %s", o.error)
+            skipped.append(o.error)
+        else:
+            cases.append(Case(o.tag, o.result))
+        bar.update(1)
+    bar.close()
+    return cases, skipped

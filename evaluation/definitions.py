@@ -1,0 +1,51 @@
+"""Fixed wording and constants of the evaluation: what every report says it measured.
+
+``DEFINITIONS`` and ``CRITERION_DEFINITION`` are written into every report and the
+manifest; the tests check ``REPORT_KEYS`` (one list of the top-level report keys).
+"""
+
+from __future__ import annotations
+
+#: Thresholds tried by --choose-threshold: 0.05, 0.10, ..., 0.95.
+SWEEP: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+#: IoU levels for box AP / recall; the criterion uses the looser one.
+AP_IOUS: tuple[float, ...] = (0.5, 0.25)
+CRITERION = "findings_f1_iou25"
+CRITERION_IOU = 0.25
+CRITERION_DEFINITION = (
+    "F1 = 2TP / (2TP + FP + FN) of the findings against the annotated fracture boxes, pooled over "
+    "the fractured and the negative images of the valid split; a finding is a TP when greedy "
+    "one-to-one matching by score pairs it with an annotated box at IoU >= 0.25, every other finding "
+    "(all findings on negative images included) is a FP, every unmatched annotated box is a FN. "
+    "It balances missed fractures against false findings. Ties go to the higher threshold (fewer "
+    "findings for the same F1); a best F1 of 0 chooses nothing."
+)
+GRID_N = 8
+CREDIT = (
+    "Images: FracAtlas, Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4, "
+    "CC BY 4.0"
+)
+DEFINITIONS = {
+    "dice_iou": "per fractured image, prob >= threshold vs the annotated mask (all instances merged), "
+    "both at the image's own resolution; then mean and median over images",
+    "findings": "8-connected regions of prob >= threshold (regions below the minimum area dropped), "
+    "box in original pixels, score = region max probability (prediction.find_findings)",
+    "box_ap": "all-point interpolated AP over the findings of all evaluated images pooled by score; "
+    "greedy one-to-one matching per image by decreasing score at IoU >= 0.5 (ap50) / 0.25 (ap25) "
+    "against the COCO instance boxes; only findings at the threshold exist, so the curve ends there",
+    "recall_at_threshold": "matched annotated boxes / all annotated boxes, at the threshold",
+    "fracture_score": "max probability in the image",
+    "roc_auc": "fracture score, fractured vs negative images; ties count 1/2 (Mann-Whitney U)",
+    "sensitivity": "fractured images with at least one finding / fractured images",
+    "specificity": "negative images without any finding / negative images",
+    "false_findings_per_negative_image": "findings on negative images / negative images",
+    "pixel_accuracy": "share of pixels where prob >= threshold equals the annotation, pooled over "
+    "the images of the scope; all_background = the same for a prediction of nothing",
+}
+#: Top-level keys every report has (the tests check them).
+REPORT_KEYS = (
+    "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command",
+    "limit", "threshold", "threshold_source", "counts", "segmentation", "localization",
+    "image_level", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
+    "per_image",
+)

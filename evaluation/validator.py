@@ -1,0 +1,64 @@
+"""A validator the trainer can call: the same case building and scoring as ``evaluate.py``.
+
+Ultralytics' BaseValidator style: standalone (``evaluate.py``) or called by a
+trainer at the end of an epoch::
+
+    v = Validator(data_dir, split="valid", limit=None)
+    numbers = v.score(model_or_predictor, threshold=0.5)
+    numbers["segmentation"]["dice_mean"], numbers["image_level"]["roc_auc"], ...
+
+The records of the split are read once (in the constructor); each ``score`` call
+runs the model on every image through ``prediction.iter_predictions`` and scores
+with ``evaluation.scoring.score_cases``. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evaluation.cases import run_inference, select_records
+from evaluation.scoring import json_safe, score_cases
+
+
+class Validator:
+    """Scores a model on one split of FracAtlas exactly as ``evaluate.py`` does.
+
+    data_dir: the FracAtlas folder (or an already opened ``fracture.dataset.FracAtlas``).
+    split: "valid" (the trainer's) or "test". limit: first N fractured + first N negatives.
+    """
+
+    def __init__(self, data_dir, split: str = "valid", limit: int | None = None, batch_size: int = 8):
+        from fracture.dataset import FracAtlas
+
+        self.atlas = data_dir if isinstance(data_dir, FracAtlas) else FracAtlas(Path(data_dir))
+        self.split = split
+        self.limit = limit
+        self.batch_size = batch_size
+        self.records = select_records(self.atlas, split, limit)
+        self.skipped: list[str] = []
+        self._wrapped: tuple = (None, None)  # (Keras model, its Predictor): traced once, reused every epoch
+
+    def cases(self, model_or_predictor, threshold: float, progress: bool = False) -> list:
+        """Run the model on the split: ``evaluation.cases.Case`` per readable image (skips in ``self.skipped``)."""
+        cases, self.skipped = run_inference(self._predictor(model_or_predictor), self.records, threshold,
+                                            self.batch_size, progress)
+        return cases
+
+    def _predictor(self, model_or_predictor):
+        """A ``prediction.Predictor`` (or anything with ``forward``) as is; a Keras model wrapped once."""
+        if hasattr(model_or_predictor, "forward") or hasattr(model_or_predictor, "predict_probs"):
+            return model_or_predictor
+        if self._wrapped[0] is not model_or_predictor:
+            from prediction import Predictor
+
+            self._wrapped = (model_or_predictor, Predictor(model_or_predictor, getattr(model_or_predictor, "name", "model")))
+        return self._wrapped[1]
+
+    def score(self, model_or_predictor, threshold: float, progress: bool = False) -> dict:
+        """Every report section (counts, segmentation, localization, image_level, pixel_accuracy,
+        by_body_part, per_image) at ``threshold``; JSON-safe (NaN → None, rounded to 6 digits)."""
+        scored = score_cases(self.cases(model_or_predictor, threshold, progress), threshold)
+        scored.pop("_curves")
+        scored["counts"]["skipped_unreadable"] = len(self.skipped)
+        return json_safe(scored)
+

@@ -1,0 +1,191 @@
+"""What a prediction is: findings and :class:`PredictionResult`. Pure numpy/OpenCV, no model, no UI.
+
+prob: (H, W) float32 in [0, 1], the fracture probability at the image's own size.
+Findings are the 8-connected regions of ``prob >= threshold`` at or above a minimum
+area (``CONFIG.min_finding_area_px`` at model resolution, scaled to the image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from important_variables import CONFIG
+from rendering import encode_png, render_overlay
+
+S = CONFIG.input_size
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One connected region of ``prob >= threshold``.
+
+    index: 1-based number shown on the overlay, findings sorted by score (highest first).
+    box: (x0, y0, x1, y1) in original pixels, x1/y1 exclusive.
+    score: the region's maximum probability, in [threshold, 1].
+    area_px: region size in original pixels.
+    """
+
+    index: int
+    box: tuple[int, int, int, int]
+    score: float
+    area_px: int
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "score": round(float(self.score), 4), "area_px": int(self.area_px)}
+
+
+# --------------------------------------------------------------------------- findings
+def min_finding_area(height: int, width: int) -> int:
+    """Smallest region kept as a finding, in pixels of a (height, width) image: the
+    configured minimum at model resolution, scaled by the image's area."""
+    return max(1, int(round(CONFIG.min_finding_area_px * (height * width) / (S * S))))
+
+
+@dataclass(frozen=True)
+class _Components:
+    """Connected components (8-connectivity) of ``prob >= threshold``, computed once.
+
+    labels: (H, W) int32, 0 background; stats: (n, 5) OpenCV stats; keep: (n,) bool,
+    the labels at or above the minimum area (keep[0] False).
+    """
+
+    labels: np.ndarray
+    stats: np.ndarray
+    keep: np.ndarray
+
+
+def _components(prob: np.ndarray, threshold: float, min_area_px: int) -> _Components:
+    binary = (prob >= threshold).view(np.uint8)  # bool → uint8 without a copy
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
+    return _Components(labels, stats, keep)
+
+
+def _findings_of(prob: np.ndarray, comp: _Components) -> list[Finding]:
+    found = []
+    # The loop runs over regions (a handful), never over pixels; each region's max
+    # is taken inside its own box only.
+    for lab in np.flatnonzero(comp.keep):
+        x, y, bw, bh, area = (int(v) for v in comp.stats[lab])
+        region = comp.labels[y : y + bh, x : x + bw] == lab
+        score = float(prob[y : y + bh, x : x + bw][region].max())
+        found.append((score, (x, y, x + bw, y + bh), area))
+    found.sort(key=lambda t: -t[0])
+    return [Finding(i + 1, box, score, area) for i, (score, box, area) in enumerate(found)]
+
+
+def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = None) -> list[Finding]:
+    """Connected regions (8-connectivity) of ``prob >= threshold``, highest score first.
+
+    prob: (H, W) float in [0, 1]. Regions smaller than ``min_area_px`` (default: the
+    configured minimum at model resolution, scaled to this image's size) are dropped.
+    """
+    if min_area_px is None:
+        min_area_px = min_finding_area(*prob.shape)
+    return _findings_of(prob, _components(prob, threshold, min_area_px))
+
+
+def upscale_prob(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w) probability → (height, width) float32, bilinear (a no-op when already that size)."""
+    if prob.shape == (height, width):
+        return prob.astype(np.float32, copy=False)
+    # Bilinear weights are convex, so the result stays in [0, 1]: no clip pass needed.
+    return cv2.resize(prob.astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class PredictionResult:
+    """Output for one image. prob: (H, W) float32 in [0, 1] at the image's own size.
+
+    Owns its mask, rendering and JSON. The connected components of ``prob >= threshold``
+    are computed once per result and cached (findings, mask and overlay share them);
+    a new threshold is a new result (:meth:`with_threshold`).
+    """
+
+    prob: np.ndarray
+    threshold: float
+    findings: list[Finding] = field(default_factory=list)
+    _comp: _Components | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_prob(cls, prob: np.ndarray, height: int, width: int, threshold: float) -> PredictionResult:
+        """Probability map at model or image resolution → result at the image's (height, width)."""
+        prob = upscale_prob(prob, height, width)
+        comp = _components(prob, threshold, min_finding_area(height, width))
+        result = cls(prob, threshold, _findings_of(prob, comp))
+        result._comp = comp
+        return result
+
+    @property
+    def height(self) -> int:
+        return int(self.prob.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.prob.shape[1])
+
+    @property
+    def fracture_score(self) -> float:
+        """Image-level score: the maximum fracture probability anywhere in the image."""
+        return float(self.prob.max()) if self.prob.size else 0.0
+
+    def _components(self) -> _Components:
+        if self._comp is None:
+            self._comp = _components(self.prob, self.threshold, min_finding_area(self.height, self.width))
+        return self._comp
+
+    def mask(self) -> np.ndarray:
+        """Binary mask (H, W) uint8 in {0, 255}: the pixels of the findings.
+
+        That is ``prob >= threshold`` without the specks below the minimum finding
+        area, so the mask, the outline and the numbered boxes always agree.
+        """
+        comp = self._components()
+        return np.where(comp.keep, np.uint8(255), np.uint8(0)).astype(np.uint8)[comp.labels]
+
+    def with_threshold(self, threshold: float) -> PredictionResult:
+        """Same probability map, findings recomputed at another threshold (no model call)."""
+        if threshold == self.threshold:
+            return self
+        return PredictionResult.from_prob(self.prob, self.height, self.width, threshold)
+
+    def overlay(self, pixels: np.ndarray, opacity: float = 0.35, show_heatmap: bool = False,
+                window: tuple[float, float] | None = None, outline_only: bool = False,
+                review_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Annotated RGB uint8 (H, W, 3) of ``pixels`` (the image this result is for); see
+        ``rendering.render_overlay`` for ``outline_only`` and ``review_box``."""
+        return render_overlay(pixels, self, opacity, show_heatmap, window, outline_only, review_box)
+
+    def mask_png(self, compression: int | None = None) -> bytes:
+        return encode_png(self.mask(), compression)
+
+    def to_dict(self, file: str, model: str, error: str | None = None) -> dict:
+        """The findings JSON object (schema of the app's download and ``predict.py --json``)."""
+        return {
+            "file": file,
+            "model": model,
+            "width": self.width,
+            "height": self.height,
+            "threshold": round(float(self.threshold), 4),
+            "fracture_score": round(self.fracture_score, 4),
+            "findings": [f.to_dict() for f in self.findings],
+            "error": error,
+        }
+
+
+def result_to_dict(result: PredictionResult | None, file: str, model: str, error: str | None = None) -> dict:
+    """:meth:`PredictionResult.to_dict`, or the same schema with nulls for a file that failed."""
+    if result is None:
+        return {"file": file, "model": model, "width": None, "height": None, "threshold": None,
+                "fracture_score": None, "findings": [], "error": error}
+    return result.to_dict(file, model, error)
+
+
+def result_from_prob(prob: np.ndarray, height: int, width: int, threshold: float) -> PredictionResult:
+    """Alias of :meth:`PredictionResult.from_prob`."""
+    return PredictionResult.from_prob(prob, height, width, threshold)
