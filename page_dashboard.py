@@ -23,8 +23,9 @@ import app_support as sup
 from app_nav import request_page
 from app_text import MODEL_BLURBS, PRIVACY
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
-from model_manifest import ModelIntegrityError, model_entry, model_threshold, read_manifest_or_empty
+from model_manifest import ModelIntegrityError, model_threshold, read_manifest_or_empty
 from model_pool import ModelPool
+from result_ui import downloads_ui, entry_of, heatmap_legend_ui, reading_ui, render_ui
 
 # Session-state keys (widget keys are explicit so tests and callbacks can address them).
 K_VIEW = "view_mode"
@@ -262,93 +263,6 @@ def analyse_upload(name: str, data: bytes, key: str, predictor, model: str, thre
     return entry
 
 
-def _entry(manifest: dict, model: str) -> dict:
-    """The model's manifest entry as a plain mapping ({} when unlisted)."""
-    return dict(model_entry(model, manifest).data)
-
-
-def reading_ui(result, model: str, threshold: float, manifest: dict) -> tuple[str, float | None]:
-    """The result in words, in one of three states; returns (status, likelihood or None)."""
-    from result_status import BORDERLINE, FINDING, status_fields
-
-    fields = status_fields(result, _entry(manifest, model), threshold)
-    status, lk, margin = fields["status"], fields["fracture_likelihood"], fields["borderline_margin"]
-    likely = (f" Fracture likelihood ≈ {round(100 * lk)} %." if lk is not None
-              else " Fracture likelihood: not calibrated for this model yet (scores are not likelihoods).")
-    top = f"highest score {result.fracture_score:.3f}"
-    if status == FINDING:
-        st.markdown(f":orange-badge[:material/search: Possible fracture] **{len(result.findings)} finding(s)** "
-                    f"at threshold {threshold:.2f} ({top}). Review the marked region(s).{likely}")
-        st.dataframe(sup.findings_rows(result.findings), hide_index=True, width="stretch")
-    elif status == BORDERLINE:
-        st.warning(f"Borderline: no region reached threshold {threshold:.2f}, but the {top} is within "
-                   f"{margin:.2f} of it. Review this area (dashed box).{likely}", icon=":material/visibility:")
-    else:
-        st.success(sup.no_finding_message(threshold) + f" Highest score anywhere: {result.fracture_score:.3f}.{likely}",
-                   icon=":material/check_circle:")
-    return status, lk
-
-
-def render_ui(image, result, settings: ViewSettings, margin: float):
-    """The annotated RGB overlay for the current display settings (borderline spot marked)."""
-    from result_status import BORDERLINE, borderline_spot, result_status
-
-    spot = None
-    if result_status(result.findings, result.fracture_score, result.threshold, margin) == BORDERLINE:
-        spot = borderline_spot(result.prob, result.threshold, margin)
-    return result.overlay(image.pixels, settings.opacity, settings.show_heatmap, settings.window,
-                          outline_only=settings.style == "outline", review_box=spot)
-
-
-def findings_text(result, model: str, status: str, likelihood: float | None) -> str:
-    """One paragraph for the DICOM export's ImageComments."""
-    from result_status import STATUS_TEXT
-
-    parts = [f"{MODEL_LABELS[model]}, threshold {result.threshold:.2f}: {STATUS_TEXT[status]}",
-             f"Highest score {result.fracture_score:.3f}."]
-    parts += [f"#{f.index} box (x0, y0, x1, y1) = {f.box}, score {f.score:.3f}, area {f.area_px} px." for f in result.findings]
-    if likelihood is not None:
-        parts.append(f"Fracture likelihood about {round(100 * likelihood)} % (calibrated on the validation split).")
-    parts.append("Marked by a segmentation model trained on FracAtlas; not a diagnosis.")
-    return " ".join(parts)
-
-
-def downloads_ui(digest: str, name: str, data: bytes, model: str, result, overlay, reading: tuple[str, float | None],
-                 manifest: dict) -> None:
-    from dicom_export import DicomExportError, is_dicom, secondary_capture
-    from prediction import encode_png
-    from result_status import status_fields
-
-    names = sup.download_names(name, model)
-    key = f"{digest[:16]}_{model}"
-    record = {**result.to_dict(name, model), **status_fields(result, _entry(manifest, model))}
-    cols = st.columns(4 if is_dicom(data) else 3)
-    cols[0].download_button("Annotated PNG", encode_png(overlay), names["png"], "image/png",
-                            key=f"dl_png_{key}", on_click="ignore", icon=":material/download:")
-    cols[1].download_button("Findings JSON", sup.findings_json(record), names["json"], "application/json",
-                            key=f"dl_json_{key}", on_click="ignore", icon=":material/download:")
-    cols[2].download_button("Mask PNG", result.mask_png(), names["mask"], "image/png",
-                            key=f"dl_mask_{key}", on_click="ignore", icon=":material/download:")
-    if is_dicom(data):
-        try:
-            sc = secondary_capture(data, overlay, findings_text(result, model, *reading),
-                                   f"Fracture marks: {MODEL_LABELS[model]}, threshold {result.threshold:.2f}")
-        except DicomExportError as exc:
-            cols[3].caption(f"No DICOM export: {sup.escape_markdown(str(exc))}")
-        else:
-            cols[3].download_button("DICOM (Secondary Capture)", sc, names["png"].replace("_annotated.png", "_result.dcm"),
-                                    "application/dicom", key=f"dl_dcm_{key}", on_click="ignore", icon=":material/download:",
-                                    help="The annotated image as a new series in the same study, for a PACS.")
-
-
-def heatmap_legend_ui() -> None:
-    from prediction import HEAT_FLOOR, HEAT_FULL, heatmap_legend
-
-    st.image(heatmap_legend(), width="stretch",
-             caption=f"Heatmap: fracture score per pixel, 0 → 1; transparent below {HEAT_FLOOR:g}, full colour from "
-                     f"{HEAT_FULL:g} (the opacity slider sets the maximum).")
-
-
 def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settings: ViewSettings, manifest: dict) -> None:
     """Everything shown for one upload; a bad file ends in one st.error, never an exception."""
     from prediction import display_gray
@@ -366,7 +280,7 @@ def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settin
         image = entry["image"]
         result = entry["results"][model]
         try:
-            shown[model] = (result, render_ui(image, result, settings, borderline_margin(_entry(manifest, model))))
+            shown[model] = (result, render_ui(image, result, settings, borderline_margin(entry_of(manifest, model))))
         except Exception as exc:  # keep the other uploads (and the other model) going
             st.error(sup.escape_markdown(f"{name}: drawing the result failed ({type(exc).__name__})"), icon=":material/error:")
     if not shown:

@@ -131,7 +131,7 @@ def test_borderline_spot_is_marked_on_the_overlay(stub_models, manifest_dir):
     at = upload(dashboard(), ("synthetic.png", png_bytes()))
     key = next(iter(at.session_state["_analyses"]))
     result = at.session_state["_analyses"][key]["results"]["unet"]
-    from page_dashboard import render_ui
+    from result_ui import render_ui
 
     entry = at.session_state["_analyses"][key]
     settings = type("S", (), {"opacity": 0.35, "show_heatmap": False, "window": (0.5, 1.0), "style": "filled"})()
