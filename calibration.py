@@ -154,6 +154,43 @@ def apply_calibration(score, cal: Mapping):
     return float(out) if out.ndim == 0 else out
 
 
+# --------------------------------------------------------------------------- from evaluation reports
+def scores_and_labels(per_image: Sequence[Mapping], kind: str = "max_prob") -> tuple[np.ndarray, np.ndarray] | None:
+    """(scores, labels) of an evaluation report's ``per_image`` records for image score ``kind``.
+
+    Each record needs "fractured" (bool) and the score under its own name (``kind``);
+    for "max_prob" the report's "fracture_score" (the maximum probability) serves too.
+    None when a record lacks them or the split has only one class.
+    """
+    keys = (kind, "fracture_score") if kind == "max_prob" else (kind,)
+    scores, labels = [], []
+    for rec in per_image:
+        value = next((rec[k] for k in keys if isinstance(rec.get(k), int | float) and not isinstance(rec.get(k), bool)), None)
+        if value is None or not isinstance(rec.get("fractured"), bool):
+            return None
+        scores.append(float(value))
+        labels.append(int(rec["fractured"]))
+    return (np.asarray(scores), np.asarray(labels)) if scores and 0 < sum(labels) < len(labels) else None
+
+
+def fit_from_reports(valid_report: Mapping, kind: str = "max_prob", method: str = "isotonic",
+                     test_report: Mapping | None = None) -> dict:
+    """``fit_calibration`` on the valid report's per-image scores (``evaluate.py --split valid``'s
+    ``reports/<model>_valid.json``), checked on the test report's when given.
+
+    Returns the dict to store as the manifest's ``calibration`` (with ``image_score`` = ``kind``
+    beside it). Raises ValueError when the valid report lacks the scores.
+    """
+    if valid_report.get("split") != "valid":
+        raise ValueError(f"calibrate on the valid split, not {valid_report.get('split')!r}")
+    fit = scores_and_labels(valid_report.get("per_image") or [], kind)
+    if fit is None:
+        raise ValueError(f"the valid report has no per-image {kind!r} scores with both classes")
+    check = scores_and_labels(test_report.get("per_image") or [], kind) if test_report is not None else None
+    return fit_calibration(*fit, method=method, fitted_on="valid", check=check,
+                           check_split=str(test_report.get("split", "test")) if test_report is not None else "test")
+
+
 # --------------------------------------------------------------------------- reliability
 def _bin_index(probs: np.ndarray, bins: int) -> np.ndarray:
     """Equal-width bins over [0, 1]: [0, 1/b), [1/b, 2/b), ..., [(b-1)/b, 1] (1.0 in the last)."""
@@ -234,6 +271,7 @@ def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None
 
 
 __all__ = [
-    "METHODS", "fit_calibration", "valid_calibration", "apply_calibration", "reliability_bins",
+    "METHODS", "fit_calibration", "fit_from_reports", "scores_and_labels", "valid_calibration", "apply_calibration",
+    "reliability_bins",
     "expected_calibration_error", "reliability_report", "plot_reliability",
 ]

@@ -14,9 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from calibration import reliability_report, valid_calibration
+from calibration import reliability_report, scores_and_labels, valid_calibration
 
 
 def read_metrics(path: Path) -> dict | None:
@@ -162,23 +160,6 @@ def verdict(metrics: Mapping | None) -> str:
 
 
 # --------------------------------------------------------------------------- calibration check
-def _image_score_values(per_image: Sequence[Mapping], kind: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scores, labels) of the evaluated images for image score ``kind``; None when absent.
-
-    The evaluation stores each score under its own name; ``max_prob`` is also what its
-    ``fracture_score`` field holds (the maximum probability in the image).
-    """
-    keys = (kind, "fracture_score") if kind == "max_prob" else (kind,)
-    scores, labels = [], []
-    for rec in per_image:
-        value = next((rec[k] for k in keys if isinstance(rec.get(k), int | float)), None)
-        if value is None or not isinstance(rec.get("fractured"), bool):
-            return None
-        scores.append(float(value))
-        labels.append(int(rec["fractured"]))
-    return (np.asarray(scores), np.asarray(labels)) if scores and 0 < sum(labels) < len(labels) else None
-
-
 def reliability_check(metrics: Mapping | None, entry: Mapping | None) -> dict | None:
     """How well the likelihood is calibrated, for the Models page.
 
@@ -191,7 +172,7 @@ def reliability_check(metrics: Mapping | None, entry: Mapping | None) -> dict | 
     """
     entry = entry or {}
     kind = entry.get("image_score") or "max_prob"
-    values = _image_score_values((metrics or {}).get("per_image") or [], kind)
+    values = scores_and_labels((metrics or {}).get("per_image") or [], kind)
     split = str((metrics or {}).get("split", "test"))
     cal = valid_calibration(entry.get("calibration"))
     if cal is not None:
