@@ -243,7 +243,8 @@ def reliability_report(scores, labels, cal: Mapping, bins: int = DEFAULT_BINS, s
     }
 
 
-def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None = None, ax=None):
+def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None = None, ax=None,
+                     xlabel: str = "predicted fracture likelihood"):
     """Reliability diagram of ``reliability_bins`` output: the share of fractured images per bin
     against the mean predicted likelihood, the diagonal (perfect calibration) and the
     image count per bin. Returns the matplotlib Figure (a new one unless ``ax`` is given)."""
@@ -263,7 +264,7 @@ def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None
                     xytext=(0, 4), ha="center", fontsize=7, color="0.35")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("predicted fracture likelihood")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("share of images with a fracture")
     ax.set_title(title + (f"  (ECE {ece:.3f})" if ece is not None else ""), fontsize=10)
     ax.legend(loc="upper left", fontsize=7, frameon=False)

@@ -66,7 +66,8 @@ def calibration_ui(checks: dict) -> None:
                 st.info("Not calibrated yet: the dashboard shows scores only, no fracture likelihood. Below, the raw "
                         f"image score ({check['image_score']}) read as if it were a probability.", icon=":material/pending:")
             title = f"{MODEL_LABELS[name]}, {check['source']}"
-            fig = plot_reliability(check["bins"], title=title, ece=check["ece"])
+            xlabel = "predicted fracture likelihood" if check["calibrated"] else f"raw image score ({check['image_score']})"
+            fig = plot_reliability(check["bins"], title=title, ece=check["ece"], xlabel=xlabel)
             st.pyplot(fig, width="stretch")
             what = "likelihood" if check["calibrated"] else "raw score"
             st.caption(f"ECE of the {what}: {check['ece']:.3f} on n = {check['n']} images ({check['source']}); "
