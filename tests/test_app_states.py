@@ -252,20 +252,31 @@ def test_compare_view_shows_both_models_with_their_findings(stub_models, manifes
 
 # --------------------------------------------------------------------------- loading, DICOM
 def test_loading_progress_is_shown_while_the_model_loads(monkeypatch):
+    import threading
+
     import streamlit as st
 
     import page_dashboard
 
-    monkeypatch.setattr(page_dashboard, "load_predictor", lambda name: StubPredictor(name, delay_s=1.5))
+    uploading = threading.Event()
+
+    def slow_loader(name):  # still loading for 1.5 s after the upload starts, however slow the runs before it
+        uploading.wait(60)
+        return StubPredictor(name, delay_s=1.5)
+
+    monkeypatch.setattr(page_dashboard, "load_predictor", slow_loader)
     monkeypatch.setattr(page_dashboard, "EXPECTED_LOAD_S", 3.0)
     st.cache_resource.clear()
     try:
-        at = upload(dashboard(), ("synthetic.png", png_bytes()))  # the pool started < 1.5 s ago
+        at = dashboard()
+        uploading.set()
+        upload(at, ("synthetic.png", png_bytes()))
         assert [s.label for s in at.status] == ["U-Net model ready"]
         assert len(at.image) == 2
         upload(at, ("other.png", png_bytes(200)))  # ready now: no progress any more
         assert len(at.status) == 0
     finally:
+        uploading.set()
         st.cache_resource.clear()
 
 
