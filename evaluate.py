@@ -128,7 +128,7 @@ def _run_model(name: str, args, atlas, manifest: dict, command: str) -> tuple[in
         predictor_for(model, name, entry), atlas, args.split, threshold,
         model_name=name, threshold_source=source, model_sha256=sha256_file(path), model_file=path.name,
         limit=args.limit, choose=args.choose_threshold, batch_size=args.batch_size,
-        progress=not args.no_progress, command=command,
+        progress=not args.no_progress, command=command, calibration=entry.calibration,
     )
     written = write_report(ev, args.out)
     log.info("%s: wrote %s", name, ", ".join(str(p) for p in written))

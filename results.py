@@ -151,6 +151,10 @@ class PredictionResult:
             self._comp = _components(self.prob, self.threshold, _rule_for(self.rule, self.height, self.width))
         return self._comp
 
+    def finding_labels(self) -> np.ndarray:
+        """(H, W) int32: k on the pixels of finding k (1-based, as ``Finding.index``), 0 elsewhere."""
+        return self._components().labels
+
     def mask(self) -> np.ndarray:
         """Binary mask (H, W) uint8 in {0, 255}: the pixels of the findings.
 
