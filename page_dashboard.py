@@ -23,7 +23,7 @@ import app_support as sup
 from app_nav import request_page
 from app_text import MODEL_BLURBS, PRIVACY
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
-from model_manifest import ModelIntegrityError, model_threshold, read_manifest_or_empty
+from model_manifest import ModelIntegrityError, model_entry, model_threshold, read_manifest_or_empty
 from model_pool import ModelPool
 from result_ui import downloads_ui, entry_of, heatmap_legend_ui, reading_ui, render_ui
 
@@ -61,9 +61,10 @@ def load_predictor(name: str):
 
     quiet_tf.import_tensorflow()  # before create_segmentation_model imports Keras: no start-up noise
     import create_segmentation_model
-    from prediction import Predictor
+    from prediction import predictor_for
 
-    return Predictor(create_segmentation_model.load_named_model(name), name)
+    # The manifest entry says how the model is meant to run (native scale, finding rule, image score).
+    return predictor_for(create_segmentation_model.load_named_model(name), name, model_entry(name))
 
 
 @st.cache_resource(show_spinner=False)

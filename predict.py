@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, r
 from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
 from model_manifest import ModelIntegrityError, verify_model_file
-from prediction import Predictor, Source, encode_png, iter_predictions, result_to_dict
+from prediction import Source, encode_png, iter_predictions, predictor_for, result_to_dict
 from result_status import status_fields
 
 log = logging.getLogger("predict")
@@ -94,7 +94,7 @@ class ModelChoice:
     path: Path
     sha256: str | None
     threshold: float
-    entry: dict = field(default_factory=dict)  # its manifest entry (borderline margin, calibration), {} if unlisted
+    entry: object = None  # model_manifest.ModelEntry: inference scale, finding rule, image score, margin, calibration
 
 
 def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> ModelChoice:
@@ -113,14 +113,15 @@ def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> 
     except ModelIntegrityError as exc:
         raise UsageError(f"model refused: {exc}") from exc
     threshold = checked.entry.threshold if checked.entry else CONFIG.default_threshold
-    return ModelChoice(name, path, checked.sha256, threshold, dict(checked.entry.data) if checked.entry else {})
+    return ModelChoice(name, path, checked.sha256, threshold, checked.entry)
 
 
 def load_predictor(choice: ModelChoice):
     """Load the checked file (hash pinned to the one checked) behind the compiled, warmed-up forward pass."""
     from create_segmentation_model import load_segmentation_model  # Keras: imported only when a model is loaded
 
-    return Predictor(load_segmentation_model(choice.path, choice.sha256, compile=False, allow_unverified=True), choice.name)
+    model = load_segmentation_model(choice.path, choice.sha256, compile=False, allow_unverified=True)
+    return predictor_for(model, choice.name, choice.entry)
 
 
 # --------------------------------------------------------------------------- work
@@ -277,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         marks["first_result_unix"] = time.time()
 
     records = run(files, predictor, choice.name, threshold, out_dir, args.batch_size,
-                  progress=not args.no_progress, on_first_result=first, entry=choice.entry)
+                  progress=not args.no_progress, on_first_result=first,
+                  entry=dict(choice.entry.data) if choice.entry is not None else {})
     marks["end_unix"] = time.time()
     if args.json:
         write_json(records, args.json)

@@ -65,24 +65,27 @@ def borderline_spot(prob: np.ndarray, threshold: float, margin: float) -> tuple[
     return (bx, by, bx + bw, by + bh)
 
 
-def likelihood(prob: np.ndarray, finding_scores: list[float], entry: Mapping | None) -> float | None:
-    """Calibrated fracture likelihood in [0, 1] of one image, or None when the model has no
-    usable calibration in its manifest entry.
+def likelihood_from_scores(scores: Mapping[str, float], entry: Mapping | None) -> float | None:
+    """Calibrated fracture likelihood in [0, 1] from an image's candidate scores ({name: value},
+    see ``findings.image_scores``), or None when the entry has no usable calibration.
 
-    prob: (H, W) float in [0, 1]; finding_scores: the findings' scores. The score fed to
-    the calibration is the entry's ``image_score`` (one of ``findings.IMAGE_SCORES``;
-    "max_prob" when absent), computed with the entry's ``inference.topk_px`` if given.
+    The score fed to the calibration is the entry's ``image_score`` ("max_prob" when absent).
     """
     entry = entry or {}
     cal = valid_calibration(entry.get("calibration"))
-    if cal is None:
-        return None
     kind = entry.get("image_score") or "max_prob"
-    if kind not in IMAGE_SCORES:
-        return None  # a score this code cannot compute: better no likelihood than a wrong one
-    inference = entry.get("inference") if isinstance(entry.get("inference"), Mapping) else {}
-    rule = FindingRule(topk_px=int(inference.get("topk_px", FindingRule.topk_px)))
-    return apply_calibration(image_scores(prob, list(finding_scores), rule)[kind], cal)
+    if cal is None or kind not in IMAGE_SCORES or kind not in scores:
+        return None  # not calibrated, or a score this code cannot compute: no number rather than a wrong one
+    return apply_calibration(scores[kind], cal)
+
+
+def likelihood(prob: np.ndarray, finding_scores: list[float], entry: Mapping | None) -> float | None:
+    """:func:`likelihood_from_scores` of a probability map (H, W) float in [0, 1] and its findings'
+    scores, with the entry's finding rule (``findings``, e.g. ``topk_px``) for the top-k score."""
+    entry = entry or {}
+    fields = entry.get("findings") if isinstance(entry.get("findings"), Mapping) else {}
+    rule = FindingRule(**{k: v for k, v in fields.items() if k in FindingRule.__dataclass_fields__})
+    return likelihood_from_scores(image_scores(prob, list(finding_scores), rule), entry)
 
 
 def status_fields(result, entry: Mapping | None, threshold: float | None = None) -> dict:
@@ -94,7 +97,10 @@ def status_fields(result, entry: Mapping | None, threshold: float | None = None)
     """
     margin = borderline_margin(entry)
     t = result.threshold if threshold is None else threshold
-    lk = likelihood(result.prob, [f.score for f in result.findings], entry)
+    # The result's own candidate scores (its finding rule), as the calibration was fitted on.
+    scores = result.image_scores() if hasattr(result, "image_scores") else image_scores(
+        result.prob, [f.score for f in result.findings])
+    lk = likelihood_from_scores(scores, entry)
     return {
         "status": result_status(result.findings, result.fracture_score, t, margin),
         "borderline_margin": round(margin, 4),
@@ -109,4 +115,4 @@ STATUS_TEXT = {
 }
 
 __all__ = ["FINDING", "BORDERLINE", "CLEAN", "STATUSES", "STATUS_TEXT", "result_status", "borderline_margin",
-           "borderline_spot", "likelihood", "status_fields"]
+           "borderline_spot", "likelihood", "likelihood_from_scores", "status_fields"]

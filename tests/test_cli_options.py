@@ -120,7 +120,7 @@ def test_choose_threshold_changes_the_manifest_only_with_write_manifest(write, t
     }
     monkeypatch.setattr(evaluate, "CONFIG", replace(CONFIG, saved_model_dir=saved))
     monkeypatch.setattr(create_segmentation_model, "load_named_model", lambda name: object())
-    monkeypatch.setattr(evaluate, "Predictor", lambda model, name: None)
+    monkeypatch.setattr(evaluate, "predictor_for", lambda model, name, entry=None: None)
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: SimpleNamespace(report=report))
     monkeypatch.setattr(evaluate, "write_report", lambda ev, out: [])
     monkeypatch.setattr(evaluate, "markdown_table", lambda reports: "")

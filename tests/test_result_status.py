@@ -54,7 +54,7 @@ def test_likelihood_uses_the_named_image_score_and_the_calibration():
     # best_finding: 0.7 → 0.1 + (0.2 / 0.4) x 0.5 = 0.35
     assert likelihood(prob, [0.7], {"calibration": _cal(), "image_score": "best_finding"}) == pytest.approx(0.35)
     # topk_mean over the 2 highest pixels: (0.9 + 0.7) / 2 = 0.8 → 0.1 + 0.75 x 0.5 = 0.475
-    entry = {"calibration": _cal(), "image_score": "topk_mean", "inference": {"topk_px": 2}}
+    entry = {"calibration": _cal(), "image_score": "topk_mean", "findings": {"topk_px": 2}}
     assert likelihood(prob, [], entry) == pytest.approx(0.475)
     assert likelihood(prob, [0.9], {}) is None  # not calibrated
     assert likelihood(prob, [0.9], {"calibration": {"x": [1, 0], "y": [0, 1]}}) is None  # malformed
