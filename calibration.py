@@ -155,20 +155,32 @@ def apply_calibration(score, cal: Mapping):
 
 
 # --------------------------------------------------------------------------- from evaluation reports
+def _score_of(rec: Mapping, kind: str) -> float | None:
+    """``kind``'s value in one per-image record: its "image_scores" dict (the evaluation's
+    schema), else a field of that name, else, for "max_prob" in reports without
+    "image_scores", "fracture_score" (then the maximum probability)."""
+    scores = rec.get("image_scores")
+    if isinstance(scores, Mapping):
+        value = scores.get(kind)
+    elif kind in rec:
+        value = rec.get(kind)
+    else:
+        value = rec.get("fracture_score") if kind == "max_prob" else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def scores_and_labels(per_image: Sequence[Mapping], kind: str = "max_prob") -> tuple[np.ndarray, np.ndarray] | None:
     """(scores, labels) of an evaluation report's ``per_image`` records for image score ``kind``.
 
-    Each record needs "fractured" (bool) and the score under its own name (``kind``);
-    for "max_prob" the report's "fracture_score" (the maximum probability) serves too.
-    None when a record lacks them or the split has only one class.
+    Each record needs "fractured" (bool) and the score (see ``_score_of``). None when a
+    record lacks them or the split has only one class.
     """
-    keys = (kind, "fracture_score") if kind == "max_prob" else (kind,)
     scores, labels = [], []
     for rec in per_image:
-        value = next((rec[k] for k in keys if isinstance(rec.get(k), int | float) and not isinstance(rec.get(k), bool)), None)
+        value = _score_of(rec, kind)
         if value is None or not isinstance(rec.get("fractured"), bool):
             return None
-        scores.append(float(value))
+        scores.append(value)
         labels.append(int(rec["fractured"]))
     return (np.asarray(scores), np.asarray(labels)) if scores and 0 < sum(labels) < len(labels) else None
 

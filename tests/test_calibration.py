@@ -158,3 +158,16 @@ def test_fit_from_reports_uses_the_named_score_and_checks_on_test():
     with pytest.raises(ValueError, match="best_finding"):
         fit_from_reports(valid, "best_finding")
     assert scores_and_labels([{"fractured": True, "fracture_score": 0.3}], "max_prob") is None  # one class only
+
+
+def test_scores_from_the_evaluations_image_scores_field():
+    from calibration import scores_and_labels
+
+    per_image = [  # the evaluation's schema: fracture_score is the chosen score, image_scores has all of them
+        {"fractured": True, "fracture_score": 0.4, "image_scores": {"max_prob": 0.9, "topk_mean": 0.4}},
+        {"fractured": False, "fracture_score": 0.1, "image_scores": {"max_prob": 0.7, "topk_mean": 0.1}},
+    ]
+    s, y = scores_and_labels(per_image, "max_prob")
+    assert s.tolist() == [0.9, 0.7] and y.tolist() == [1, 0]
+    assert scores_and_labels(per_image, "topk_mean")[0].tolist() == [0.4, 0.1]
+    assert scores_and_labels(per_image, "best_finding") is None
