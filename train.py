@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli_common import UsageError, report_usage_error, require_data_dir
+from cli_common import DefaultsFormatter, UsageError, report_usage_error, require_data_dir
 from important_variables import CONFIG, MODEL_NAMES
 from model_manifest import MANIFEST_NAME
 
@@ -38,29 +38,36 @@ log = logging.getLogger("train")
 HISTORY_FIELDS = ["epoch", "phase", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "valid_neg_clean", "score", "seconds"]
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=MODEL_NAMES, required=True)
-    p.add_argument("--epochs", type=int, required=True, help="total epochs (a resumed run continues up to this)")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
+    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="which architecture to train (required)")
+    p.add_argument("--epochs", type=int, required=True, help="total epochs; a resumed run continues up to this (required)")
     p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, fracture/FracAtlas, ../shared/data/FracAtlas)")
     p.add_argument("--crop", type=int, default=128, help="training crop size in px of the 256-px frame; 0 = full frame")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="crops per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to 5%% over --epochs)")
     p.add_argument("--neg-per-epoch", type=int, default=200, help="negative (no fracture) images per epoch, beside all fractured")
     p.add_argument("--focus", type=float, default=0.7, help="share of fractured crops centred on a fracture")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
-    p.add_argument("--time-budget-min", type=float, default=None, help="stop after the epoch that passes this many minutes")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch (smoke tests)")
-    p.add_argument("--limit", type=int, default=None, help="use only N fractured + N negative images per split (smoke tests)")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
+                   help="tf.distribute strategy: one device, all local GPUs, or workers from $TF_CONFIG")
+    p.add_argument("--time-budget-min", type=float, default=None,
+                   help="stop after the epoch that passes this many minutes (default: no time limit)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch, for smoke tests (default: no cap)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only N fractured + N negative images per split, for smoke tests (default: all images)")
     p.add_argument("--valid-negatives", type=int, default=82, help="valid negatives used for the valid loss")
-    p.add_argument("--init-from", help="start from the weights of this .keras file (fine-tuning)")
+    p.add_argument("--init-from", help="start from the weights of this .keras file, i.e. fine-tune (default: fresh weights)")
     p.add_argument("--select-on", choices=["dice", "balanced"], default="dice",
                    help="best = valid Dice@0.5 (fractured), or its mean with the share of clean valid negatives")
-    p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir))
-    p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir))
-    p.add_argument("--seed", type=int, default=CONFIG.seed)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 = bar per epoch")
-    return p.parse_args(argv)
+    p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir), help="where the trained .keras, history and manifest go")
+    p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir), help="where the resumable checkpoint goes")
+    p.add_argument("--seed", type=int, default=CONFIG.seed, help="random seed")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 one line per epoch")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def make_strategy(name: str):
@@ -227,6 +234,9 @@ def main(argv=None) -> int:
     except UsageError as exc:
         return report_usage_error("train.py", exc)
 
+    import quiet_tf
+
+    quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines
     import keras
 
     from create_segmentation_model import build_model
