@@ -118,9 +118,10 @@ def get_predictor(name: str):
     """
     # Imported here: TensorFlow takes seconds to import and only the dashboard needs it.
     import create_segmentation_model
-    from prediction import Predictor
+    from model_manifest import model_entry
+    from prediction import predictor_for
 
-    return Predictor(create_segmentation_model.load_named_model(name), name)
+    return predictor_for(create_segmentation_model.load_named_model(name), name, model_entry(name))
 
 
 def _reset_window() -> None:

@@ -92,6 +92,17 @@ def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
     return builder(input_shape)
 
 
+def variable_size_twin(model: keras.Model) -> keras.Model:
+    """The same architecture with a size-free (None, None, 3) input, carrying ``model``'s weights.
+
+    The shipped files keep the seed's 256x256x3 input (so ``keras.saving.load_model``
+    returns the seed model); whole-image prediction at native scale runs this twin.
+    """
+    twin = build_model(model.name, input_shape=(None, None, CONFIG.input_channels))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True when the CPU advertises AMX bfloat16 tiles (``amx_bf16`` in /proc/cpuinfo)."""
     try:

@@ -71,7 +71,7 @@ from evaluation.thresholds import choose_threshold, sweep_thresholds, write_thre
 from fracture.dataset import DatasetError, FracAtlas
 from important_variables import CONFIG, MODEL_NAMES
 from model_manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest, sha256_file
-from prediction import Predictor
+from prediction import predictor_for
 
 log = logging.getLogger("evaluate")
 
@@ -125,7 +125,7 @@ def _run_model(name: str, args, atlas, manifest: dict, command: str) -> tuple[in
         return 1, None
     path = CONFIG.model_path(name)
     ev = evaluate(
-        Predictor(model, name), atlas, args.split, threshold,
+        predictor_for(model, name, entry), atlas, args.split, threshold,
         model_name=name, threshold_source=source, model_sha256=sha256_file(path), model_file=path.name,
         limit=args.limit, choose=args.choose_threshold, batch_size=args.batch_size,
         progress=not args.no_progress, command=command,

@@ -236,6 +236,37 @@ def resize_for_model(gray: np.ndarray, size: int = CONFIG.input_size) -> np.ndar
     return cv2.resize(gray, (size, size), interpolation=interp)
 
 
+def native_scale(height: int, width: int, long_side: int = CONFIG.native_long_side) -> float:
+    """Factor (<= 1) that brings a (height, width) image to the models' training scale.
+
+    The models are trained and run at the images' own pixel scale (most FracAtlas
+    X-rays are 373x454); only images whose long side exceeds ``long_side`` are shrunk.
+    """
+    return min(1.0, long_side / float(max(height, width, 1)))
+
+
+def to_native_gray(gray: np.ndarray, long_side: int = CONFIG.native_long_side) -> np.ndarray:
+    """(H, W) grey (any dtype) → (h, w), same dtype, at the training scale (area averaging when shrinking)."""
+    h, w = gray.shape[:2]
+    s = native_scale(h, w, long_side)
+    if s >= 1.0:
+        return gray
+    return cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int = CONFIG.pad_multiple) -> np.ndarray:
+    """Zero-pad the two leading axes of ``x`` (H, W, ...) at the bottom/right up to multiples of ``multiple``.
+
+    The U-Net pools 4 times, so a whole image goes through it at a size divisible by 16;
+    the padding is black, as the border of the training crops.
+    """
+    h, w = x.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not ph and not pw:
+        return x
+    return np.pad(x, [(0, ph), (0, pw)] + [(0, 0)] * (x.ndim - 2))
+
+
 def read_image_file(path, name: str | None = None, *, exif_orientation: bool = True) -> LoadedImage:
     """Read a file from disk (data set, CLI) and decode it; errors name the file."""
     path = Path(path)

@@ -58,6 +58,10 @@ class Config:
 
     #: Threshold used when the manifest has none (the manifest's is chosen on valid).
     default_threshold: float = 0.5
+    #: An image without a finding whose top score is >= threshold - margin is
+    #: "borderline" (shown as "review this area", never as all-clear). The manifest's
+    #: ``borderline_margin``, chosen on valid, wins; this is the fallback.
+    default_borderline_margin: float = 0.15
     #: Findings smaller than this many pixels *at model resolution* are noise.
     min_finding_area_px: int = 4
 

@@ -35,7 +35,7 @@ from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, r
 from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
 from model_manifest import ModelIntegrityError, verify_model_file
-from prediction import Predictor, Source, encode_png, iter_predictions, result_to_dict
+from prediction import Source, encode_png, iter_predictions, predictor_for, result_to_dict
 
 log = logging.getLogger("predict")
 
@@ -88,6 +88,7 @@ class ModelChoice:
     path: Path
     sha256: str | None
     threshold: float
+    entry: object = None  # model_manifest.ModelEntry: inference scale, finding rule, image score
 
 
 def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> ModelChoice:
@@ -106,14 +107,15 @@ def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> 
     except ModelIntegrityError as exc:
         raise UsageError(f"model refused: {exc}") from exc
     threshold = checked.entry.threshold if checked.entry else CONFIG.default_threshold
-    return ModelChoice(name, path, checked.sha256, threshold)
+    return ModelChoice(name, path, checked.sha256, threshold, checked.entry)
 
 
 def load_predictor(choice: ModelChoice):
     """Load the checked file (hash pinned to the one checked) behind the compiled, warmed-up forward pass."""
     from create_segmentation_model import load_segmentation_model  # Keras: imported only when a model is loaded
 
-    return Predictor(load_segmentation_model(choice.path, choice.sha256, compile=False, allow_unverified=True), choice.name)
+    model = load_segmentation_model(choice.path, choice.sha256, compile=False, allow_unverified=True)
+    return predictor_for(model, choice.name, choice.entry)
 
 
 # --------------------------------------------------------------------------- work

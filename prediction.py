@@ -16,9 +16,8 @@ Shapes and ranges:
   image's own (H, W).
 
 Where the resizing lives: everything between decoded pixels and a probability map
-is behind :meth:`Predictor.predict_probs` (today: resize to 256², forward, and the
-result is resized back). A whole-image native-scale forward pass replaces that
-method only; the loop, the results and every caller stay as they are.
+is behind :meth:`Predictor.predict_probs`: either the seed's squeeze to 256² or the
+whole image at the training scale (native), see :class:`Predictor`.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from image_io import ImageLoadError, resize_for_model, to_model_gray
+from findings import FindingRule
+from image_io import ImageLoadError, resize_for_model, to_model_gray, to_native_gray
 from important_variables import CONFIG
 from rendering import display_gray, encode_png, render_overlay
 from results import Finding, PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
@@ -73,43 +73,107 @@ def fixed_size_probs(forward: Callable[[np.ndarray], np.ndarray], images: list[n
     return list(forward(batch))
 
 
-class Predictor:
-    """A loaded model behind a compiled forward pass with a fixed input signature.
+def native_input(pixels: np.ndarray) -> np.ndarray:
+    """Decoded image → (h, w) float32 grey in [0, 1] at the training scale (long side <= 454 px)."""
+    if pixels.dtype == np.uint8 and pixels.ndim == 2:
+        # 8-bit grey: shrink the uint8 pixels first, as the training cache did.
+        return to_native_gray(pixels).astype(np.float32) * np.float32(1 / 255)
+    return to_native_gray(to_model_gray(pixels)).astype(np.float32, copy=False)
 
-    ``forward`` is safe to call from several threads at once (Streamlit sessions
-    share one cached Predictor): tracing happens once, in the constructor, and the
-    compiled function holds no per-call Python state.
+
+class Predictor:
+    """A loaded model behind a compiled forward pass.
+
+    Two input schemes, chosen by the model's input shape:
+    - fixed (the seed's 256x256x3 input): every image is squeezed to 256x256;
+    - native (a size-free input, (None, None, 3)): each image is brought to the training
+      scale (:func:`native_input`), padded to a multiple of 16 and forwarded whole; the
+      map is cropped back. ``create_segmentation_model.for_inference`` makes that twin of
+      a shipped model when its manifest entry says ``"inference": {"scale": "native"}``.
+    ``tta`` averages with the horizontally flipped pass. ``finding_rule`` (a
+    ``findings.FindingRule``) and ``image_score`` (one of ``findings.IMAGE_SCORES``) are
+    handed to every result.
+
+    ``forward`` is safe to call from several threads at once (Streamlit sessions share one
+    cached Predictor): tracing happens in the constructor, the compiled function holds no
+    per-call Python state.
     """
 
-    def __init__(self, model, name: str = "model", jit_compile: bool = False, warmup: bool = True):
+    def __init__(self, model, name: str = "model", jit_compile: bool = False, warmup: bool = True, *,
+                 tta: bool = False, finding_rule: FindingRule | None = None, image_score: str = "max_prob"):
         import tensorflow as tf
 
         self.model = model
         self.name = name
-        spec = tf.TensorSpec([None, S, S, CONFIG.input_channels], tf.float32)
+        self.tta = tta
+        self.finding_rule = finding_rule or FindingRule()
+        self.image_score = image_score
+        self.native = model.input_shape[1] is None
+        side = None if self.native else S
+        spec = tf.TensorSpec([None, side, side, CONFIG.input_channels], tf.float32)
 
         @tf.function(input_signature=[spec], jit_compile=jit_compile, reduce_retracing=True)
         def _forward(x):
-            return model(x, training=False)[..., CONFIG.fracture_channel]
+            return tf.cast(model(x, training=False)[..., CONFIG.fracture_channel], tf.float32)
 
         self._forward = _forward
         if warmup:
-            self.forward(np.zeros((1, S, S, CONFIG.input_channels), np.float32))
+            w = CONFIG.pad_multiple * 4 if self.native else S
+            self.forward(np.zeros((1, w, w, CONFIG.input_channels), np.float32))
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 256, 256, 3) float32 in [0, 1] → (N, 256, 256) float32 fracture probability.
+        """(N, h, w, 3) float32 in [0, 1] → (N, h, w) float32 fracture probability (h = w = 256 when fixed).
 
         Equal to ``model.predict(batch)[..., 1]`` within float32 round-off (tests: 1e-4).
         """
-        return self._forward(np.asarray(batch, np.float32)).numpy()
+        x = np.asarray(batch, np.float32)
+        if not self.tta:
+            return self._forward(x).numpy()
+        both = self._forward(np.concatenate([x, x[:, :, ::-1]])).numpy()
+        return 0.5 * (both[: len(x)] + both[len(x) :, :, ::-1])
 
     def predict_probs(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Decoded images → one probability map each, at model or image resolution.
+        """Decoded images → one probability map each: (256, 256) when fixed, (h, w) at the training scale when native."""
+        if not self.native:
+            return fixed_size_probs(self.forward, images)
+        grays = [native_input(p) for p in images]
+        out: list[np.ndarray | None] = [None] * len(grays)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, g in enumerate(grays):  # images of one padded size share a forward call
+            groups.setdefault(_padded_shape(g.shape), []).append(i)
+        for shape, idx in groups.items():
+            batch = np.zeros((len(idx), *shape, CONFIG.input_channels), np.float32)
+            for k, i in enumerate(idx):
+                h, w = grays[i].shape
+                batch[k, :h, :w] = grays[i][..., None]
+            probs = self.forward(batch)
+            for k, i in enumerate(idx):
+                h, w = grays[i].shape
+                out[i] = np.ascontiguousarray(probs[k, :h, :w])
+        return out
 
-        The seam for other inference schemes (e.g. native scale: pad each image to a
-        multiple of 16, forward it whole, crop back): only this method changes.
-        """
-        return fixed_size_probs(self.forward, images)
+
+def predictor_for(model, name: str, entry=None, **kwargs) -> Predictor:
+    """The Predictor a shipped model is meant to run with, as its manifest entry says.
+
+    entry: a ``model_manifest.ModelEntry`` (or None: the seed's fixed 256² path, plain
+    findings, max-probability image score). ``"inference": {"scale": "native", "tta": ...}``
+    selects the whole-image native-scale twin; ``"findings"`` holds the FindingRule fields;
+    ``"image_score"`` names the image-level score. ``kwargs`` go to :class:`Predictor`.
+    """
+    inference = (entry.inference if entry is not None else None) or {}
+    if inference.get("scale") == "native" and model.input_shape[1] is not None:
+        from create_segmentation_model import variable_size_twin  # Keras builders: only when a model is loaded
+
+        model = variable_size_twin(model)
+    rule = FindingRule(**(entry.get("findings") or {})) if entry is not None else None
+    score = (entry.image_score if entry is not None else None) or "max_prob"
+    return Predictor(model, name, tta=bool(inference.get("tta", False)), finding_rule=rule, image_score=score, **kwargs)
+
+
+def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    m = CONFIG.pad_multiple
+    return (-(-shape[0] // m) * m, -(-shape[1] // m) * m)
 
 
 def _predict_probs(predictor, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -189,19 +253,21 @@ def _finish(predictor, batch: list[Outcome], threshold: float) -> None:
             _finish_one(predictor, o, threshold)
         return
     for o, prob in zip(batch, probs, strict=True):
-        _post(o, prob, threshold)
+        _post(o, prob, threshold, predictor)
 
 
 def _finish_one(predictor, o: Outcome, threshold: float) -> None:
     try:
-        _post(o, _predict_probs(predictor, [o.pixels])[0], threshold)
+        _post(o, _predict_probs(predictor, [o.pixels])[0], threshold, predictor)
     except Exception as exc:
         o.error = _one_line(f"{o.name}: analysis failed ({type(exc).__name__}: {exc})")
 
 
-def _post(o: Outcome, prob: np.ndarray, threshold: float) -> None:
+def _post(o: Outcome, prob: np.ndarray, threshold: float, predictor=None) -> None:
     try:
-        o.result = PredictionResult.from_prob(prob, o.pixels.shape[0], o.pixels.shape[1], threshold)
+        o.result = PredictionResult.from_prob(prob, o.pixels.shape[0], o.pixels.shape[1], threshold,
+                                              rule=getattr(predictor, "finding_rule", None),
+                                              image_score=getattr(predictor, "image_score", None))
     except Exception as exc:
         o.error = _one_line(f"{o.name}: analysis failed ({type(exc).__name__}: {exc})")
 
@@ -296,7 +362,7 @@ def analyse_image(predictor, pixels: np.ndarray, threshold: float, **overlay_kw)
 
 
 __all__ = [
-    "Finding", "PredictionResult", "Predictor", "Source", "Outcome", "iter_predictions", "preprocess",
+    "Finding", "PredictionResult", "Predictor", "predictor_for", "native_input", "Source", "Outcome", "iter_predictions", "preprocess",
     "fixed_size_probs", "upscale_prob", "min_finding_area", "find_findings", "predict_images", "predict_image",
     "analyse_image", "result_from_prob", "result_to_dict", "display_gray", "render_overlay", "encode_png",
 ]

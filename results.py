@@ -7,11 +7,12 @@ area (``CONFIG.min_finding_area_px`` at model resolution, scaled to the image).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
+from findings import FindingRule, image_scores, regions
 from important_variables import CONFIG
 from rendering import encode_png, render_overlay
 
@@ -46,36 +47,28 @@ def min_finding_area(height: int, width: int) -> int:
 
 @dataclass(frozen=True)
 class _Components:
-    """Connected components (8-connectivity) of ``prob >= threshold``, computed once.
+    """The findings of one map and their pixels, computed once (findings.regions).
 
-    labels: (H, W) int32, 0 background; stats: (n, 5) OpenCV stats; keep: (n,) bool,
-    the labels at or above the minimum area (keep[0] False).
+    found: [(score, box, area_px)] best first; labels: (H, W) int32, 0 background,
+    k = the pixels of the k-th finding.
     """
 
+    found: list
     labels: np.ndarray
-    stats: np.ndarray
-    keep: np.ndarray
 
 
-def _components(prob: np.ndarray, threshold: float, min_area_px: int) -> _Components:
-    binary = (prob >= threshold).view(np.uint8)  # bool → uint8 without a copy
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
-    return _Components(labels, stats, keep)
+def _rule_for(rule: FindingRule | None, height: int, width: int) -> FindingRule:
+    # The minimum area is configured at model resolution and scales with the image.
+    return replace(rule or FindingRule(), min_area_px=min_finding_area(height, width))
+
+
+def _components(prob: np.ndarray, threshold: float, rule: FindingRule) -> _Components:
+    found, labels = regions(prob, threshold, rule)
+    return _Components(found, labels)
 
 
 def _findings_of(prob: np.ndarray, comp: _Components) -> list[Finding]:
-    found = []
-    # The loop runs over regions (a handful), never over pixels; each region's max
-    # is taken inside its own box only.
-    for lab in np.flatnonzero(comp.keep):
-        x, y, bw, bh, area = (int(v) for v in comp.stats[lab])
-        region = comp.labels[y : y + bh, x : x + bw] == lab
-        score = float(prob[y : y + bh, x : x + bw][region].max())
-        found.append((score, (x, y, x + bw, y + bh), area))
-    found.sort(key=lambda t: -t[0])
-    return [Finding(i + 1, box, score, area) for i, (score, box, area) in enumerate(found)]
+    return [Finding(i + 1, box, score, area) for i, (score, box, area) in enumerate(comp.found)]
 
 
 def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = None) -> list[Finding]:
@@ -84,9 +77,10 @@ def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = 
     prob: (H, W) float in [0, 1]. Regions smaller than ``min_area_px`` (default: the
     configured minimum at model resolution, scaled to this image's size) are dropped.
     """
-    if min_area_px is None:
-        min_area_px = min_finding_area(*prob.shape)
-    return _findings_of(prob, _components(prob, threshold, min_area_px))
+    rule = _rule_for(None, *prob.shape)
+    if min_area_px is not None:
+        rule = replace(rule, min_area_px=min_area_px)
+    return _findings_of(prob, _components(prob, threshold, rule))
 
 
 def upscale_prob(prob: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -110,14 +104,21 @@ class PredictionResult:
     prob: np.ndarray
     threshold: float
     findings: list[Finding] = field(default_factory=list)
+    rule: FindingRule | None = None
+    image_score_name: str = "max_prob"
     _comp: _Components | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_prob(cls, prob: np.ndarray, height: int, width: int, threshold: float) -> PredictionResult:
-        """Probability map at model or image resolution → result at the image's (height, width)."""
+    def from_prob(cls, prob: np.ndarray, height: int, width: int, threshold: float,
+                  rule: FindingRule | None = None, image_score: str | None = None) -> PredictionResult:
+        """Probability map at model or image resolution → result at the image's (height, width).
+
+        rule: how findings are cut (hysteresis, cap; default: plain threshold, all regions).
+        image_score: which of ``findings.IMAGE_SCORES`` :attr:`image_score` reports.
+        """
         prob = upscale_prob(prob, height, width)
-        comp = _components(prob, threshold, min_finding_area(height, width))
-        result = cls(prob, threshold, _findings_of(prob, comp))
+        comp = _components(prob, threshold, _rule_for(rule, height, width))
+        result = cls(prob, threshold, _findings_of(prob, comp), rule, image_score or "max_prob")
         result._comp = comp
         return result
 
@@ -134,9 +135,20 @@ class PredictionResult:
         """Image-level score: the maximum fracture probability anywhere in the image."""
         return float(self.prob.max()) if self.prob.size else 0.0
 
+    def image_scores(self) -> dict[str, float]:
+        """Every candidate image-level score ({name: value in [0, 1]}, see findings.image_scores)."""
+        return image_scores(self.prob, [f.score for f in self.findings], self.rule or FindingRule())
+
+    @property
+    def image_score(self) -> float:
+        """The image-level score this model's calibration and ROC use (``image_score_name``)."""
+        if self.image_score_name == "max_prob":
+            return self.fracture_score
+        return self.image_scores()[self.image_score_name]
+
     def _components(self) -> _Components:
         if self._comp is None:
-            self._comp = _components(self.prob, self.threshold, min_finding_area(self.height, self.width))
+            self._comp = _components(self.prob, self.threshold, _rule_for(self.rule, self.height, self.width))
         return self._comp
 
     def mask(self) -> np.ndarray:
@@ -145,14 +157,13 @@ class PredictionResult:
         That is ``prob >= threshold`` without the specks below the minimum finding
         area, so the mask, the outline and the numbered boxes always agree.
         """
-        comp = self._components()
-        return np.where(comp.keep, np.uint8(255), np.uint8(0)).astype(np.uint8)[comp.labels]
+        return np.where(self._components().labels > 0, np.uint8(255), np.uint8(0))
 
     def with_threshold(self, threshold: float) -> PredictionResult:
         """Same probability map, findings recomputed at another threshold (no model call)."""
         if threshold == self.threshold:
             return self
-        return PredictionResult.from_prob(self.prob, self.height, self.width, threshold)
+        return PredictionResult.from_prob(self.prob, self.height, self.width, threshold, self.rule, self.image_score_name)
 
     def overlay(self, pixels: np.ndarray, opacity: float = 0.35, show_heatmap: bool = False,
                 window: tuple[float, float] | None = None) -> np.ndarray:

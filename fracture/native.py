@@ -23,35 +23,10 @@ import cv2
 import numpy as np
 
 from fracture.dataset import FracAtlas, Record
-from image_io import ImageLoadError, to_model_gray
+from image_io import ImageLoadError, native_scale, pad_to_multiple, to_model_gray, to_native_gray  # noqa: F401 (re-exported)
 from important_variables import CONFIG
 
 log = logging.getLogger(__name__)
-
-
-def native_scale(height: int, width: int, long_side: int = CONFIG.native_long_side) -> float:
-    """Factor (<= 1) that brings an image of ``height`` x ``width`` to the training scale."""
-    return min(1.0, long_side / float(max(height, width)))
-
-
-def to_native_gray(gray: np.ndarray, long_side: int = CONFIG.native_long_side) -> np.ndarray:
-    """(H, W) grey (any dtype) → (h, w) same dtype at training scale (INTER_AREA when shrinking)."""
-    h, w = gray.shape[:2]
-    s = native_scale(h, w, long_side)
-    if s >= 1.0:
-        return gray
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-
-
-def pad_to_multiple(x: np.ndarray, multiple: int = CONFIG.pad_multiple) -> np.ndarray:
-    """Zero-pad the two leading spatial axes of ``x`` (H, W, ...) at the bottom/right to multiples of ``multiple``."""
-    h, w = x.shape[:2]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not ph and not pw:
-        return x
-    pad = [(0, ph), (0, pw)] + [(0, 0)] * (x.ndim - 2)
-    return np.pad(x, pad)
 
 
 @dataclass
@@ -147,6 +122,10 @@ def load_native_split(ds: FracAtlas, split: str, limit: int | None = None, use_c
     return result
 
 
+#: A fracture-holding crop keeps its fracture pixel at least this far from its border.
+FRACTURE_EDGE_PX = 24
+
+
 @dataclass(frozen=True)
 class CropAugment:
     """Augmentation of a training crop (values from the recipe in issue 9: flips, ±12°)."""
@@ -165,7 +144,8 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
 
     image (h, w) uint8, mask (h, w) uint8. Returns (crop, crop) float32 in [0, 1] and
     (crop, crop) uint8 mask. With ``centre_on_fracture`` (and fracture pixels present)
-    the crop centre is a random fracture pixel moved by at most crop/4, else uniform.
+    the crop holds a random fracture pixel at a uniform position at least
+    ``FRACTURE_EDGE_PX`` from its border, else the crop is uniform over the image.
     Outside the image is black (as the zero padding at prediction time).
     """
     h, w = image.shape
@@ -173,7 +153,11 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
     if centre_on_fracture and mask.any():
         ys, xs = np.nonzero(mask)
         k = rng.integers(len(ys))
-        cx, cy = xs[k] + rng.uniform(-crop / 4, crop / 4), ys[k] + rng.uniform(-crop / 4, crop / 4)
+        # Anywhere in the crop, not near its centre: a fracture always near the
+        # centre teaches a position prior that whole-image prediction does not have
+        # (the first epochs of the run marked bone everywhere).
+        j = max(half - FRACTURE_EDGE_PX, 0.0)
+        cx, cy = xs[k] + rng.uniform(-j, j), ys[k] + rng.uniform(-j, j)
     else:
         cx = rng.uniform(half, w - half) if w > crop else w / 2.0
         cy = rng.uniform(half, h - half) if h > crop else h / 2.0
