@@ -261,7 +261,8 @@ def train(args, command: str) -> int:
     from create_segmentation_model import build_model, choose_precision
     from evaluation.validator import Validator
     from fracture.dataset import FracAtlas
-    from fracture.native import crop_dataset, load_native_split, pad_to_multiple
+    from fracture.native import crop_dataset, load_native_split
+    from image_io import pad_to_multiple
 
     policy = choose_precision(args.precision)
     keras.mixed_precision.set_global_policy(policy)

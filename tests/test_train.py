@@ -203,7 +203,7 @@ def test_loss_dice_is_per_image_so_a_small_fracture_weighs_as_much_as_a_big_one(
 
 # --------------------------------------------------------------------------- native scale and the sampler
 def test_native_scale_facts():
-    from fracture.native import native_scale, pad_to_multiple, to_native_gray
+    from image_io import native_scale, pad_to_multiple, to_native_gray
 
     assert native_scale(454, 373) == 1.0 and native_scale(3000, 1500) == pytest.approx(CONFIG.native_long_side / 3000)
     big = np.full((908, 600), 7, np.uint8)
