@@ -205,11 +205,18 @@ def make_callbacks(args, ckpt: Path, validator, probe_x: np.ndarray, schedule, b
                 prob = keras.ops.convert_to_numpy(self.model(probe_x, training=False))[..., CONFIG.fracture_channel]
                 log.info("step %d: max fracture probability on %d valid images %.4f", step, len(probe_x), float(prob.max()))
 
+        def on_epoch_begin(self, epoch, logs=None):
+            # Samples seen: the previous epoch's count plus this epoch's steps x batch, so that a
+            # resume with another --batch-size keeps the earlier epochs' count right.
+            self.step0 = int(self.model.optimizer.iterations.numpy())
+            before = [r for r in read_history(ckpt / "history.csv") if int(float(r["epoch"])) == epoch - 1 and r.get("samples")]
+            self.samples0 = int(float(before[0]["samples"])) if before else self.step0 * args.batch_size
+
         def on_epoch_end(self, epoch, logs=None):
             logs.update(valid_logs(validator.score(self.model, args.valid_threshold)))
             step = self.model.optimizer.iterations
             logs["lr"] = float(keras.ops.convert_to_numpy(schedule(step)))
-            logs["samples"] = int(step.numpy()) * args.batch_size
+            logs["samples"] = self.samples0 + (int(step.numpy()) - self.step0) * args.batch_size
             logs["minutes"] = round(minutes_offset + (time.time() - t0) / 60, 2)
 
     checkpoint = keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor=args.monitor, mode="max", save_best_only=True,
@@ -370,7 +377,7 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
         "file": path.name,
         "sha256": sha256_file(path),
         "params": int(seed.count_params()),
-        "training_command": " && ".join(c for c in (prior.get("training_command"), *commands) if c),
+        "training_command": " && ".join(c for c in (prior.get("training_command"), *commands) if c) or None,
         "epochs": epoch if epoch is not None else len(rows),
         "samples_seen": int(float(last["samples"])) if last.get("samples") else None,
         "training_minutes": round(total_minutes(upto), 1),

@@ -37,6 +37,13 @@ def trained_run(data_dir, tmp_path_factory):
     seen["snapshot_2_mtime"] = (run / "epochs" / "ep002.weights.h5").stat().st_mtime
     assert train.main(["--model", "encoder_decoder", "--epochs", "2", *_args(data_dir, tmp)]) == 0
     seen["after_rerun"] = _history(run / "history.csv")
+    seen["backup_after_rerun"] = json.loads((run / "backup" / "training_metadata.json").read_text())
+    seen["ep003_after_rerun"] = (run / "epochs" / "ep003.weights.h5").exists()
+    # A third epoch resumed with another batch size: samples seen add up, not iterations x new batch.
+    args = _args(data_dir, tmp)
+    args[args.index("--batch-size") + 1] = "1"
+    assert train.main(["--model", "encoder_decoder", "--epochs", "3", *args]) == 0
+    seen["after_3"] = _history(run / "history.csv")
     return tmp, run, seen
 
 
@@ -58,11 +65,29 @@ def test_more_epochs_resume_and_the_finished_command_trains_nothing(trained_run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert int(rows[1]["samples"]) == 2 * int(rows[0]["samples"])  # the optimizer's step count continued
     assert float(rows[1]["minutes"]) >= float(rows[0]["minutes"])
-    assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    assert seen["backup_after_rerun"]["epoch"] == 2 and not seen["ep003_after_rerun"]
     assert seen["after_rerun"] == rows
     assert (run / "epochs" / "ep002.weights.h5").stat().st_mtime == seen["snapshot_2_mtime"]
-    assert not (run / "epochs" / "ep003.weights.h5").exists()
-    assert len((run / "runs.jsonl").read_text().splitlines()) == 3
+    assert len((run / "runs.jsonl").read_text().splitlines()) == 4
+    assert [int(r["samples"]) for r in seen["after_3"]] == [4, 8, 10]
+
+
+def test_best_keras_holds_the_best_epoch_across_resumes(trained_run):
+    """ModelCheckpoint starts each resumed run from the best so far (best.json), not from -inf."""
+    _, run, seen = trained_run
+    dice = [float(r["val_dice"]) for r in seen["after_3"]]
+    best = json.loads((run / "best.json").read_text())
+    assert best["value"] == pytest.approx(max(dice)) and best["epoch"] == 1 + dice.index(max(dice))
+
+
+def test_the_epoch_score_is_the_validators(trained_run, data_dir):
+    """val_dice of an epoch is what evaluation.validator.Validator (evaluate.py's code) gives its snapshot."""
+    from evaluation.validator import Validator
+
+    _, run, seen = trained_run
+    model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
+    scores = train.valid_logs(Validator(data_dir, "valid", limit=4).score(model, CONFIG.default_threshold))
+    assert scores["val_dice"] == pytest.approx(float(seen["after_1"][0]["val_dice"]), abs=1e-5)
 
 
 def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
@@ -81,13 +106,15 @@ def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
 
     best_epoch = json.loads((run / "best.json").read_text())["epoch"]
     assert entry["sha256"] == sha256_file(path) and entry["params"] == 1_554_498
-    assert entry["epochs"] == best_epoch and entry["samples_seen"] == 4 * best_epoch
+    rows = _history(run / "history.csv")
+    assert entry["epochs"] == best_epoch and entry["samples_seen"] == int(rows[best_epoch - 1]["samples"])
+    assert entry["training_minutes"] == pytest.approx(float(rows[best_epoch - 1]["minutes"]), abs=0.051)
     assert entry["inference"] == {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": CONFIG.pad_multiple}
     assert entry["training_command"].startswith("python train.py --model encoder_decoder --epochs 1 ")
     assert "--epochs 2" in entry["training_command"] and entry["training_note"] == "smoke"
     assert entry["threshold"] == CONFIG.default_threshold and entry["image_score"] == "x"
     assert not {"valid_dice_at_0.5", "selected_on", "threshold_criterion"} & set(entry)
-    assert entry["valid_at_epoch"]["val_dice"] == pytest.approx(float(_history(run / "history.csv")[best_epoch - 1]["val_dice"]))
+    assert entry["valid_at_epoch"]["val_dice"] == pytest.approx(float(rows[best_epoch - 1]["val_dice"]))
     # Plain Keras in a fresh process returns the seed model with the training loss.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import keras, utils\n"
             "m = keras.saving.load_model(sys.argv[2])\n"
@@ -107,9 +134,9 @@ def test_ship_from_a_snapshot_of_an_old_run_finds_its_epoch(trained_run):
     best = keras.saving.load_model(run / "best.keras", compile=False).get_weights()
     (run / "best.json").rename(run / "best.json.off")
     try:
-        expected = 2 if all(np.array_equal(a, b) for a, b in zip(best, train._load_weights_model(
-            "encoder_decoder", run / "epochs" / "ep002.weights.h5").get_weights(), strict=True)) else 1
-        assert train._source_epoch("encoder_decoder", run / "best.keras", run, best) == expected
+        same = [n for n in (1, 2, 3) if all(np.array_equal(a, b) for a, b in zip(best, train._load_weights_model(
+            "encoder_decoder", run / "epochs" / f"ep{n:03d}.weights.h5").get_weights(), strict=True))]
+        assert train._source_epoch("encoder_decoder", run / "best.keras", run, best) == same[-1]
     finally:
         (run / "best.json.off").rename(run / "best.json")
 
