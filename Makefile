@@ -1,15 +1,23 @@
 # Quick start: `make run` (the app on http://localhost:8501) and `make test` (ruff, import contracts, pytest).
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# The interpreter that will run things: the venv's once it exists, else $(PYTHON).
+RUN_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 PORT ?= 8501
 # The data set for tests and tools; $FRACATLAS_DIR wins when set.
 export FRACATLAS_DIR ?= $(firstword $(wildcard $(CURDIR)/fracture/FracAtlas $(CURDIR)/../shared/data/FracAtlas))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test lint clean-venv
+.PHONY: run test lint clean-venv check-python
 
-$(BIN)/python:
+# Fails at once, in one line, on a Python older than 3.11 (or none), instead of deep in pip.
+check-python:
+	@$(RUN_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make: this project needs Python >= 3.11; '$(or $(RUN_PYTHON),python3)' is $$($(RUN_PYTHON) -c 'import platform; print("Python", platform.python_version())' 2>/dev/null || echo 'not found'). Install Python 3.11+ and run 'make clean-venv' then 'make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)'." >&2; \
+	  exit 1; }
+
+$(BIN)/python: | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
@@ -21,15 +29,17 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.run-insta
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.run-installed
-	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true
+# server.py serves app.py and loads both models at server start; no file watcher (it walks .venv and
+# floods the log); TensorFlow's start-up lines are filtered by the app.
+run: check-python $(VENV)/.run-installed
+	$(BIN)/streamlit run server.py --server.port $(PORT) --server.headless true --server.fileWatcherType none
 
-test: $(VENV)/.dev-installed
+test: check-python $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/python tools/check_imports.py
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.dev-installed
+lint: check-python $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/python tools/check_imports.py
 

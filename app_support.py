@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import unicodedata
 from collections.abc import Mapping
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
-from model_manifest import model_entry
+from important_variables import CONFIG
 
 #: Longest side, in pixels, of images sent to the browser. Results are computed and
 #: downloaded at full resolution; only the on-screen copy is reduced.
@@ -107,59 +104,3 @@ def load_upload(name: str, data: bytes):
     if len(data) > CONFIG.max_upload_mb * 1024 * 1024:
         raise ImageLoadError(f"{name}: file is {len(data) / 2**20:.1f} MB, over the {CONFIG.max_upload_mb} MB limit")
     return load_image(data, name)
-
-
-# --------------------------------------------------------------------------- model card
-def read_metrics(path: Path) -> dict | None:
-    """A model's ``<model>.metrics.json``; None when absent or unreadable (not evaluated yet)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def flatten_numbers(data: Mapping, prefix: str = "") -> dict[str, float | int]:
-    """Nested dict → {"a.b.c": number}; keeps finite numbers only (bools and text are dropped).
-
-    The metrics files are written by another tool and may grow; the model card shows
-    whatever numeric fields exist instead of a fixed list.
-    """
-    out: dict[str, float | int] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten_numbers(value, name))
-        elif isinstance(value, bool):
-            continue
-        elif isinstance(value, int | float) and math.isfinite(value):
-            out[name] = value
-    return out
-
-
-def metrics_table(metrics: Mapping[str, Mapping | None]) -> list[dict]:
-    """Side-by-side rows {"metric": key, <model label>: value or None} over all models.
-
-    ``metrics`` maps a column label to that model's metrics dict (None: not evaluated).
-    Rows keep the first-seen key order so related metrics stay together.
-    """
-    flat = {label: flatten_numbers(m) if m else {} for label, m in metrics.items()}
-    keys: list[str] = []
-    for values in flat.values():
-        keys.extend(k for k in values if k not in keys)
-    return [{"metric": k, **{label: values.get(k) for label, values in flat.items()}} for k in keys]
-
-
-def manifest_rows(manifest: Mapping) -> list[dict]:
-    """Training facts per model from the manifest, one column per model label, for the model card."""
-    fields = ("epochs", "params", "threshold", "threshold_source", "training_minutes", "training_command")
-    entries = {name: model_entry(name, manifest) for name in MODEL_NAMES}
-    rows = []
-    for f in fields:
-        row = {"field": f}
-        for name in MODEL_NAMES:
-            value = entries[name].get(f)
-            row[MODEL_LABELS[name]] = "" if value is None else str(value)
-        rows.append(row)
-    return rows

@@ -154,6 +154,55 @@ def apply_calibration(score, cal: Mapping):
     return float(out) if out.ndim == 0 else out
 
 
+# --------------------------------------------------------------------------- from evaluation reports
+def _score_of(rec: Mapping, kind: str) -> float | None:
+    """``kind``'s value in one per-image record: its "image_scores" dict (the evaluation's
+    schema), else a field of that name, else, for "max_prob" in reports without
+    "image_scores", "fracture_score" (then the maximum probability)."""
+    scores = rec.get("image_scores")
+    if isinstance(scores, Mapping):
+        value = scores.get(kind)
+    elif kind in rec:
+        value = rec.get(kind)
+    else:
+        value = rec.get("fracture_score") if kind == "max_prob" else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def scores_and_labels(per_image: Sequence[Mapping], kind: str = "max_prob") -> tuple[np.ndarray, np.ndarray] | None:
+    """(scores, labels) of an evaluation report's ``per_image`` records for image score ``kind``.
+
+    Each record needs "fractured" (bool) and the score (see ``_score_of``). None when a
+    record lacks them or the split has only one class.
+    """
+    scores, labels = [], []
+    for rec in per_image:
+        value = _score_of(rec, kind)
+        if value is None or not isinstance(rec.get("fractured"), bool):
+            return None
+        scores.append(value)
+        labels.append(int(rec["fractured"]))
+    return (np.asarray(scores), np.asarray(labels)) if scores and 0 < sum(labels) < len(labels) else None
+
+
+def fit_from_reports(valid_report: Mapping, kind: str = "max_prob", method: str = "isotonic",
+                     test_report: Mapping | None = None) -> dict:
+    """``fit_calibration`` on the valid report's per-image scores (``evaluate.py --split valid``'s
+    ``reports/<model>_valid.json``), checked on the test report's when given.
+
+    Returns the dict to store as the manifest's ``calibration`` (with ``image_score`` = ``kind``
+    beside it). Raises ValueError when the valid report lacks the scores.
+    """
+    if valid_report.get("split") != "valid":
+        raise ValueError(f"calibrate on the valid split, not {valid_report.get('split')!r}")
+    fit = scores_and_labels(valid_report.get("per_image") or [], kind)
+    if fit is None:
+        raise ValueError(f"the valid report has no per-image {kind!r} scores with both classes")
+    check = scores_and_labels(test_report.get("per_image") or [], kind) if test_report is not None else None
+    return fit_calibration(*fit, method=method, fitted_on="valid", check=check,
+                           check_split=str(test_report.get("split", "test")) if test_report is not None else "test")
+
+
 # --------------------------------------------------------------------------- reliability
 def _bin_index(probs: np.ndarray, bins: int) -> np.ndarray:
     """Equal-width bins over [0, 1]: [0, 1/b), [1/b, 2/b), ..., [(b-1)/b, 1] (1.0 in the last)."""
@@ -206,7 +255,8 @@ def reliability_report(scores, labels, cal: Mapping, bins: int = DEFAULT_BINS, s
     }
 
 
-def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None = None, ax=None):
+def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None = None, ax=None,
+                     xlabel: str = "predicted fracture likelihood"):
     """Reliability diagram of ``reliability_bins`` output: the share of fractured images per bin
     against the mean predicted likelihood, the diagonal (perfect calibration) and the
     image count per bin. Returns the matplotlib Figure (a new one unless ``ax`` is given)."""
@@ -226,7 +276,7 @@ def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None
                     xytext=(0, 4), ha="center", fontsize=7, color="0.35")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("predicted fracture likelihood")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("share of images with a fracture")
     ax.set_title(title + (f"  (ECE {ece:.3f})" if ece is not None else ""), fontsize=10)
     ax.legend(loc="upper left", fontsize=7, frameon=False)
@@ -234,6 +284,7 @@ def plot_reliability(bins: Sequence[Mapping], title: str = "", ece: float | None
 
 
 __all__ = [
-    "METHODS", "fit_calibration", "valid_calibration", "apply_calibration", "reliability_bins",
+    "METHODS", "fit_calibration", "fit_from_reports", "scores_and_labels", "valid_calibration", "apply_calibration",
+    "reliability_bins",
     "expected_calibration_error", "reliability_report", "plot_reliability",
 ]

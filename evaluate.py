@@ -4,7 +4,7 @@ Usage::
 
     python evaluate.py --model {unet,encoder_decoder,all} --split {valid,test}
                        [--data DIR] [--threshold T] [--out reports/] [--limit N]
-                       [--choose-threshold] [--ship] [--batch-size B] [--no-progress]
+                       [--choose-threshold [--write-manifest]] [--ship] [--batch-size B] [--no-progress]
 
 Evaluation set: the fractured images of the official split file plus the negatives
 of the same split by the id rule (``n % 10 == 0`` test, ``== 1`` valid); unreadable
@@ -43,9 +43,10 @@ Threshold: by default the model's ``threshold`` in ``Saved_model/manifest.json``
 ``--choose-threshold`` (valid split only; refused on test) sweeps ``SWEEP`` on the
 cached probability maps of one inference pass and keeps the threshold with the
 highest ``CRITERION`` (F1 of findings at IoU >= 0.25 over fractured + negative
-images, see ``CRITERION_DEFINITION``), writes it into the model's manifest entry
+images, see ``CRITERION_DEFINITION``) and reports the valid split at that threshold.
+Only with ``--write-manifest`` is it written into the model's manifest entry
 (``threshold``, ``threshold_source``, ``threshold_criterion``; other fields are
-left alone) and reports the valid split at that threshold.
+left alone): a trial run never changes what the app and predict.py use.
 
 Exit codes: 0 ok; 1 a model file missing or failing its SHA-256 check, or the
 manifest lacks the model; 2 usage error (unknown model, missing data set, bad
@@ -86,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(CONFIG.reports_dir), help="output directory (default: reports/)")
     p.add_argument("--limit", type=positive_int, help="only the first N fractured and first N negative images (default: all)")
     p.add_argument("--choose-threshold", action="store_true",
-                   help="valid only: choose the threshold and write it into the manifest (default: off)")
+                   help="valid only: choose the threshold on this split and report it (default: off; the manifest "
+                        "changes only with --write-manifest)")
+    p.add_argument("--write-manifest", action="store_true",
+                   help="with --choose-threshold: write the chosen threshold into Saved_model/manifest.json, "
+                        "which the app and predict.py use (default: off, the shipped manifest is left as it is)")
     p.add_argument("--ship", action="store_true",
                    help="test only: also write Saved_model/<model>.metrics.json and Saved_model/report/ (default: off)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
@@ -102,6 +107,8 @@ def _check_combination(args) -> None:
             raise UsageError("--choose-threshold and --threshold exclude each other")
         if args.limit is not None:
             raise UsageError("--choose-threshold needs the whole valid split; drop --limit")
+    if args.write_manifest and not args.choose_threshold:
+        raise UsageError("--write-manifest writes the threshold that --choose-threshold picks; add --choose-threshold")
     if args.ship:
         if args.split != "test":
             raise UsageError("--ship publishes test-split results; use --split test")
@@ -128,13 +135,17 @@ def _run_model(name: str, args, atlas, manifest: dict, command: str) -> tuple[in
         predictor_for(model, name, entry), atlas, args.split, threshold,
         model_name=name, threshold_source=source, model_sha256=sha256_file(path), model_file=path.name,
         limit=args.limit, choose=args.choose_threshold, batch_size=args.batch_size,
-        progress=not args.no_progress, command=command,
+        progress=not args.no_progress, command=command, calibration=entry.calibration,
     )
     written = write_report(ev, args.out)
     log.info("%s: wrote %s", name, ", ".join(str(p) for p in written))
     if args.ship:
         log.info("%s: shipped %s", name, ", ".join(str(p) for p in ship(ev, written)))
-    if args.choose_threshold and ev.report["threshold_choice"]["chosen"] is not None:
+    if args.choose_threshold and ev.report["threshold_choice"]["chosen"] is not None and not args.write_manifest:
+        log.info("%s: threshold %.2f (%s = %.4f) chosen; %s left unchanged (add --write-manifest to record it)",
+                 name, ev.report["threshold_choice"]["chosen"], CRITERION, ev.report["threshold_choice"]["value"],
+                 CONFIG.manifest_path)
+    elif args.choose_threshold and ev.report["threshold_choice"]["chosen"] is not None:
         try:
             write_threshold_to_manifest(CONFIG.manifest_path, name, ev.report)
         except (OSError, KeyError, ValueError) as exc:
@@ -152,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         _check_combination(args)
+        import quiet_tf
+
+        quiet_tf.import_tensorflow()  # before any Keras import: no TensorFlow start-up lines
         data_dir = require_data_dir(args.data)
         try:
             atlas = FracAtlas(data_dir)

@@ -62,6 +62,10 @@ class Config:
     #: "borderline" (shown as "review this area", never as all-clear). The manifest's
     #: ``borderline_margin``, chosen on valid, wins; this is the fallback.
     default_borderline_margin: float = 0.15
+    #: The margin chosen on valid is the widest whose borderline band holds at most this
+    #: share of the valid negatives (a "review this area" on every other healthy X-ray
+    #: would teach users to ignore it).
+    borderline_max_negative_share: float = 0.10
     #: Findings smaller than this many pixels *at model resolution* are noise.
     min_finding_area_px: int = 4
 

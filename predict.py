@@ -7,8 +7,12 @@ INPUT: files (taken whatever their extension) or folders (recursed for
 .jpg .jpeg .png .dcm). For each image: ``<name>_annotated.png`` and
 ``<name>_mask.png`` in ``--out``; one JSON object per file (``--json``, a list,
 ``-`` for stdout) and/or one CSV row. With none of --out/--json/--csv the JSON
-goes to stdout. A file that cannot be read gets an object with ``error`` set and
-one line on stderr; the others go on.
+goes to stdout. Each object has ``status``: "finding", "borderline" (no finding,
+but the highest score is within the model's margin of the threshold: review it) or
+"clean", and ``fracture_likelihood`` when the model is calibrated (else null).
+When no result goes to stdout, one summary line per file is printed there.
+A file that cannot be read gets an object with ``error`` set and one line on
+stderr; the others go on.
 
 Exit status: 0 every file processed, 1 at least one failed, 2 usage error
 (bad option, missing input, no images, or a model file that fails its SHA-256
@@ -36,10 +40,12 @@ from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
 from model_manifest import ModelIntegrityError, verify_model_file
 from prediction import Source, encode_png, iter_predictions, predictor_for, result_to_dict
+from result_status import status_fields
 
 log = logging.getLogger("predict")
 
-CSV_FIELDS = ("file", "model", "width", "height", "threshold", "fracture_score", "n_findings", "findings", "error", "note")
+CSV_FIELDS = ("file", "model", "width", "height", "threshold", "fracture_score", "status", "fracture_likelihood", "n_findings",
+              "findings", "error", "note")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -88,7 +94,7 @@ class ModelChoice:
     path: Path
     sha256: str | None
     threshold: float
-    entry: object = None  # model_manifest.ModelEntry: inference scale, finding rule, image score
+    entry: object = None  # model_manifest.ModelEntry: inference scale, finding rule, image score, margin, calibration
 
 
 def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> ModelChoice:
@@ -136,9 +142,11 @@ def run(
     batch_size: int = 8,
     progress: bool = True,
     on_first_result=None,
+    entry: dict | None = None,
 ) -> list[dict]:
     """Process ``files`` in order through ``prediction.iter_predictions``; one record
-    (the result JSON + ``note``) per file.
+    (the result JSON + ``result_status.status_fields`` + ``note``) per file. ``entry``:
+    the model's manifest entry (borderline margin and calibration; None = defaults).
 
     Decoding runs ahead in a worker thread and PNG writing in another while the
     model runs, so the two cores stay busy with the model. A file that fails
@@ -154,6 +162,8 @@ def run(
     with ThreadPoolExecutor(max_workers=1) as writer:
         for o in iter_predictions(predictor, sources, threshold, batch_size, workers=1):
             rec = result_to_dict(o.result, o.name, model_name, o.error)
+            rec.update(status_fields(o.result, entry) if o.result is not None else
+                       {"status": None, "borderline_margin": None, "fracture_likelihood": None})
             if o.error is not None:
                 bar.write(f"error: {o.error}", file=sys.stderr)
             else:
@@ -176,6 +186,18 @@ def run(
 
 
 # --------------------------------------------------------------------------- output
+def summary_line(rec: dict) -> str:
+    """One line per file for the terminal: file, state, findings, top score, likelihood (or the error)."""
+    if rec.get("error") is not None:
+        return f"{rec['file']}: error: {rec['error']}"
+    n = len(rec["findings"])
+    parts = [f"{rec['file']}: {rec['status']}", f"{n} finding{'' if n == 1 else 's'}",
+             f"highest score {rec['fracture_score']:.3f} at threshold {rec['threshold']:.2f}"]
+    lk = rec.get("fracture_likelihood")
+    parts.append(f"fracture likelihood ≈ {round(100 * lk)} %" if lk is not None else "not calibrated")
+    return ", ".join(parts)
+
+
 def write_json(records: list[dict], dest: str) -> None:
     text = json.dumps(records, indent=2)
     if dest == "-":
@@ -240,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
 
         t_load = time.time()
+        import quiet_tf
+
+        quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines on the terminal
         try:
             predictor = load_predictor(choice)
         except ModelIntegrityError as exc:
@@ -253,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         marks["first_result_unix"] = time.time()
 
     records = run(files, predictor, choice.name, threshold, out_dir, args.batch_size,
-                  progress=not args.no_progress, on_first_result=first)
+                  progress=not args.no_progress, on_first_result=first,
+                  entry=dict(choice.entry.data) if choice.entry is not None else {})
     marks["end_unix"] = time.time()
     if args.json:
         write_json(records, args.json)
@@ -261,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(records, args.csv)
     if not (args.json or args.csv or args.out):
         write_json(records, "-")
+    elif "-" not in (args.json, args.csv):  # stdout is free: one readable line per file
+        for rec in records:
+            print(summary_line(rec))
     n_failed = sum(r["error"] is not None for r in records)
     if n_failed:
         print(f"predict.py: {n_failed} of {len(records)} files could not be processed", file=sys.stderr)

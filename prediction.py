@@ -35,7 +35,7 @@ import numpy as np
 from findings import FindingRule
 from image_io import ImageLoadError, resize_for_model, to_model_gray, to_native_gray
 from important_variables import CONFIG
-from rendering import display_gray, encode_png, render_overlay
+from rendering import HEAT_FLOOR, HEAT_FULL, REVIEW_COLOR, display_gray, encode_png, heat_alpha, heatmap_legend, render_overlay
 from results import Finding, PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
 
 log = logging.getLogger(__name__)
@@ -365,4 +365,5 @@ __all__ = [
     "Finding", "PredictionResult", "Predictor", "predictor_for", "native_input", "Source", "Outcome", "iter_predictions", "preprocess",
     "fixed_size_probs", "upscale_prob", "min_finding_area", "find_findings", "predict_images", "predict_image",
     "analyse_image", "result_from_prob", "result_to_dict", "display_gray", "render_overlay", "encode_png",
+    "heatmap_legend", "heat_alpha", "HEAT_FLOOR", "HEAT_FULL", "REVIEW_COLOR",
 ]

@@ -35,30 +35,89 @@ def display_gray(pixels: np.ndarray, center: float | None = None, width: float |
     return (gray * 255.0 + 0.5).astype(np.uint8)
 
 
+#: Heatmap opacity ramps up from 0 at HEAT_FLOOR to full at HEAT_FULL: low scores leave
+#: the X-ray untouched instead of washing it out in the colour map's low end.
+HEAT_FLOOR, HEAT_FULL = 0.1, 0.5
+HEAT_COLORMAP = cv2.COLORMAP_TURBO
+REVIEW_COLOR = (245, 184, 46)  # RGB amber (the theme's primary colour): "review this area"
+
+
+def _heat_rgb(values: np.ndarray) -> np.ndarray:
+    """Scores (any shape) in [0, 1] → RGB uint8 colours of the heatmap (shape + (3,))."""
+    u8 = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(u8.reshape(-1, 1), HEAT_COLORMAP)[:, 0, ::-1].reshape(*values.shape, 3)
+
+
+def heat_alpha(prob: np.ndarray, opacity: float) -> np.ndarray:
+    """Per-pixel heatmap opacity, float32 in [0, opacity]: 0 below HEAT_FLOOR, ``opacity`` from HEAT_FULL."""
+    return np.float32(opacity) * np.clip((prob - HEAT_FLOOR) / (HEAT_FULL - HEAT_FLOOR), 0.0, 1.0).astype(np.float32)
+
+
+def heatmap_legend(width: int = 600, height: int = 54) -> np.ndarray:
+    """The heatmap's colour legend, RGB uint8 (height, width, 3): the colours over a mid-grey
+    background at full opacity, with the transparency ramp and ticks at 0, 0.25, 0.5, 0.75, 1."""
+    bar_h, pad = height // 2, 12
+    xs = np.linspace(0.0, 1.0, width - 2 * pad, dtype=np.float32)
+    img = np.full((height, width, 3), 14, np.uint8)
+    grey = np.full((bar_h, xs.size, 3), 128, np.float32)
+    alpha = heat_alpha(xs, 1.0)[None, :, None]
+    img[2 : 2 + bar_h, pad : pad + xs.size] = (grey * (1 - alpha) + _heat_rgb(xs)[None] * alpha + 0.5).astype(np.uint8)
+    for v in (0.0, HEAT_FLOOR, 0.25, HEAT_FULL, 0.75, 1.0):
+        x = pad + int(round(v * (xs.size - 1)))
+        cv2.line(img, (x, 2 + bar_h), (x, 6 + bar_h), (230, 230, 230), 1)
+        if v in (0.0, 0.25, 0.5, 0.75, 1.0):
+            label = f"{v:g}"
+            (tw, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            cv2.putText(img, label, (min(max(0, x - tw // 2), width - tw), height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (230, 230, 230), 1, cv2.LINE_AA)
+    return img
+
+
+def _dashed_rect(rgb: np.ndarray, box: tuple[int, int, int, int], color, thick: int) -> None:
+    """A dashed rectangle in place (OpenCV has none); a few dozen dashes, not a pixel loop."""
+    x0, y0, x1, y1 = box
+    pad = 3 * thick  # around the spot, not on it: the bone under it stays visible
+    x0, y0 = max(0, x0 - pad), max(0, y0 - pad)
+    x1, y1 = min(rgb.shape[1] - 1, x1 - 1 + pad), min(rgb.shape[0] - 1, y1 - 1 + pad)
+    dash = max(4, 4 * thick)
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        for start in range(0, length + 1, 2 * dash):
+            end = min(length, start + dash)
+            p = (ax + (bx - ax) * start // max(1, length), ay + (by - ay) * start // max(1, length))
+            q = (ax + (bx - ax) * end // max(1, length), ay + (by - ay) * end // max(1, length))
+            cv2.line(rgb, p, q, color, thick, cv2.LINE_8)  # crisp: the exact amber, easy to spot
+
+
 def render_overlay(
     pixels: np.ndarray,
-    result,  # prediction.PredictionResult (duck-typed: .mask(), .findings, .prob)
+    result,  # results.PredictionResult (duck-typed: .mask(), .findings, .prob)
     opacity: float = 0.35,
     show_heatmap: bool = False,
     window: tuple[float, float] | None = None,
+    outline_only: bool = False,
+    review_box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Annotated RGB uint8 (H, W, 3): filled mask, outline, numbered boxes (and optional heatmap)."""
+    """Annotated RGB uint8 (H, W, 3): filled mask (or its outline only), outline, numbered boxes,
+    an optional heatmap (transparent where the score is low) and an optional dashed
+    amber ``review_box`` (x0, y0, x1, y1), the spot of a borderline result."""
     gray = display_gray(pixels, *(window or (None, None)))
     rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
     h, w = gray.shape
+    thick = max(1, round(max(h, w) / 400))
     if show_heatmap:
-        heat = cv2.applyColorMap((result.prob * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        rgb = cv2.addWeighted(rgb, 1.0 - opacity, heat, opacity, 0)
+        alpha = heat_alpha(result.prob, opacity)[..., None]
+        rgb = (rgb * (1.0 - alpha) + _heat_rgb(result.prob) * alpha + 0.5).astype(np.uint8)
     mask = result.mask() if result.findings else None
     if mask is not None:
-        # Tint towards red, kept only inside the mask: written in place through the
-        # mask (no full-size np.where result).
-        red = np.zeros_like(rgb)
-        red[..., 0] = 255
-        blended = cv2.addWeighted(rgb, 1.0 - opacity, red, opacity, 0)
-        np.copyto(rgb, blended, where=(mask > 0)[..., None])
+        if not outline_only:
+            # Tint towards red, kept only inside the mask: written in place through the
+            # mask (no full-size np.where result).
+            red = np.zeros_like(rgb)
+            red[..., 0] = 255
+            blended = cv2.addWeighted(rgb, 1.0 - opacity, red, opacity, 0)
+            np.copyto(rgb, blended, where=(mask > 0)[..., None])
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        thick = max(1, round(max(h, w) / 400))
         cv2.drawContours(rgb, contours, -1, (255, 220, 0), thick)
         for f in result.findings:
             x0, y0, x1, y1 = f.box
@@ -69,6 +128,8 @@ def render_overlay(
             ty = y0 - 4 if y0 - th - 4 > 0 else min(h - 1, y1 + th + 4)
             cv2.rectangle(rgb, (x0, ty - th - base), (x0 + tw + 4, ty + base), (0, 0, 0), -1)
             cv2.putText(rgb, label, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), thick, cv2.LINE_AA)
+    if review_box is not None:
+        _dashed_rect(rgb, review_box, REVIEW_COLOR, thick)
     return rgb
 
 

@@ -1,9 +1,12 @@
-"""The three states of one image's result: finding, borderline, clean. Pure numpy/OpenCV, no UI.
+"""How to read one image's result: its state (finding, borderline, clean) and its calibrated
+fracture likelihood. Pure numpy/OpenCV, no UI.
 
 A near miss must not look like an all-clear: an image without a finding whose highest
 score is within ``margin`` of the threshold is *borderline* ("review this area", with the
-spot marked), and only the rest is *clean*. The app, ``predict.py``'s JSON
-(``"status"``) and the downloads all take the state from here.
+spot marked), and only the rest is *clean*. The likelihood is the model's image-level
+score (the manifest's ``image_score``) through the calibration fitted on valid (the
+manifest's ``calibration``); without one there is no likelihood, only scores. The app,
+``predict.py``'s JSON (``"status"``) and the downloads all take both from here.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Mapping, Sized
 import cv2
 import numpy as np
 
+from calibration import apply_calibration, valid_calibration
+from findings import IMAGE_SCORES, FindingRule, image_scores
 from important_variables import CONFIG
 
 FINDING, BORDERLINE, CLEAN = "finding", "borderline", "clean"
@@ -60,6 +65,49 @@ def borderline_spot(prob: np.ndarray, threshold: float, margin: float) -> tuple[
     return (bx, by, bx + bw, by + bh)
 
 
+def likelihood_from_scores(scores: Mapping[str, float], entry: Mapping | None) -> float | None:
+    """Calibrated fracture likelihood in [0, 1] from an image's candidate scores ({name: value},
+    see ``findings.image_scores``), or None when the entry has no usable calibration.
+
+    The score fed to the calibration is the entry's ``image_score`` ("max_prob" when absent).
+    """
+    entry = entry or {}
+    cal = valid_calibration(entry.get("calibration"))
+    kind = entry.get("image_score") or "max_prob"
+    if cal is None or kind not in IMAGE_SCORES or kind not in scores:
+        return None  # not calibrated, or a score this code cannot compute: no number rather than a wrong one
+    return apply_calibration(scores[kind], cal)
+
+
+def likelihood(prob: np.ndarray, finding_scores: list[float], entry: Mapping | None) -> float | None:
+    """:func:`likelihood_from_scores` of a probability map (H, W) float in [0, 1] and its findings'
+    scores, with the entry's finding rule (``findings``, e.g. ``topk_px``) for the top-k score."""
+    entry = entry or {}
+    fields = entry.get("findings") if isinstance(entry.get("findings"), Mapping) else {}
+    rule = FindingRule(**{k: v for k, v in fields.items() if k in FindingRule.__dataclass_fields__})
+    return likelihood_from_scores(image_scores(prob, list(finding_scores), rule), entry)
+
+
+def status_fields(result, entry: Mapping | None, threshold: float | None = None) -> dict:
+    """The reading of ``result`` (a ``PredictionResult``) as JSON fields: {"status",
+    "borderline_margin", "fracture_likelihood" (None: not calibrated)}.
+
+    entry: the model's manifest entry (a mapping; None or {} = defaults, no calibration).
+    threshold: the threshold the status is judged at (default: the result's own).
+    """
+    margin = borderline_margin(entry)
+    t = result.threshold if threshold is None else threshold
+    # The result's own candidate scores (its finding rule), as the calibration was fitted on.
+    scores = result.image_scores() if hasattr(result, "image_scores") else image_scores(
+        result.prob, [f.score for f in result.findings])
+    lk = likelihood_from_scores(scores, entry)
+    return {
+        "status": result_status(result.findings, result.fracture_score, t, margin),
+        "borderline_margin": round(margin, 4),
+        "fracture_likelihood": None if lk is None else round(lk, 4),
+    }
+
+
 STATUS_TEXT = {
     FINDING: "Possible fracture: review the marked region(s).",
     BORDERLINE: "Borderline: no region reached the threshold, but one came close. Review this area.",
@@ -67,4 +115,4 @@ STATUS_TEXT = {
 }
 
 __all__ = ["FINDING", "BORDERLINE", "CLEAN", "STATUSES", "STATUS_TEXT", "result_status", "borderline_margin",
-           "borderline_spot"]
+           "borderline_spot", "likelihood", "likelihood_from_scores", "status_fields"]

@@ -151,6 +151,10 @@ class PredictionResult:
             self._comp = _components(self.prob, self.threshold, _rule_for(self.rule, self.height, self.width))
         return self._comp
 
+    def finding_labels(self) -> np.ndarray:
+        """(H, W) int32: k on the pixels of finding k (1-based, as ``Finding.index``), 0 elsewhere."""
+        return self._components().labels
+
     def mask(self) -> np.ndarray:
         """Binary mask (H, W) uint8 in {0, 255}: the pixels of the findings.
 
@@ -166,9 +170,11 @@ class PredictionResult:
         return PredictionResult.from_prob(self.prob, self.height, self.width, threshold, self.rule, self.image_score_name)
 
     def overlay(self, pixels: np.ndarray, opacity: float = 0.35, show_heatmap: bool = False,
-                window: tuple[float, float] | None = None) -> np.ndarray:
-        """Annotated RGB uint8 (H, W, 3) of ``pixels`` (the image this result is for)."""
-        return render_overlay(pixels, self, opacity, show_heatmap, window)
+                window: tuple[float, float] | None = None, outline_only: bool = False,
+                review_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Annotated RGB uint8 (H, W, 3) of ``pixels`` (the image this result is for); see
+        ``rendering.render_overlay`` for ``outline_only`` and ``review_box``."""
+        return render_overlay(pixels, self, opacity, show_heatmap, window, outline_only, review_box)
 
     def mask_png(self, compression: int | None = None) -> bytes:
         return encode_png(self.mask(), compression)

@@ -75,11 +75,11 @@ def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
-def parse_args(argv=None):
+def build_parser() -> Parser:
     p = Parser(prog="train.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=MODEL_NAMES, required=True, help="which architecture (required)")
     p.add_argument("--epochs", type=positive_int, help="total epochs of --steps-per-epoch steps; a resumed run continues up to this "
-                   "(required to train)")
+                   "(required to train; no default)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=256, help="training steps per epoch")
     p.add_argument("--batch-size", type=positive_int, default=8, help="crops per step")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (warm-up from 10%% of it, cosine decay to 5%% of it)")
@@ -97,9 +97,14 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=positive_int, help="only N fractured + N negative images per split (smoke tests; default: all)")
     p.add_argument("--seed", type=int, default=CONFIG.seed, help="random seed")
     p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress output")
-    p.add_argument("--ship-from", help="instead of training: ship these weights (best.keras or epochs/epNNN.weights.h5)")
+    p.add_argument("--ship-from", help="instead of training: ship these weights, best.keras or epochs/epNNN.weights.h5 (default: train)")
     p.add_argument("--ship-note", help="free text stored with the shipped entry, e.g. earlier commands of the run (default: none)")
     p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir), help="where --ship-from writes <model>.keras and the manifest")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     if args.ship_from is None and args.epochs is None:
         p.error("--epochs is required to train (or pass --ship-from to ship)")
@@ -263,6 +268,9 @@ def _note_run(ckpt: Path, args, command: str, policy: str, start: int) -> None:
 def train(args, command: str) -> int:
     data_dir = require_data_dir(args.data)
 
+    import quiet_tf
+
+    quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines
     import keras
 
     from create_segmentation_model import build_model, choose_precision
@@ -347,8 +355,12 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
     """Write ``<out_dir>/<name>.keras`` (seed 256x256x3 input, float32, compiled with the training loss) with
     the weights of ``source`` and update its manifest entry (hash, params, training facts, inference scale).
 
-    The threshold goes back to the default until ``evaluate.py --split valid --choose-threshold`` picks one.
+    The threshold goes back to the default until ``evaluate.py --split valid --choose-threshold --write-manifest``
+    picks one.
     """
+    import quiet_tf
+
+    quiet_tf.import_tensorflow()
     import keras
 
     from create_segmentation_model import build_model

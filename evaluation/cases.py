@@ -23,7 +23,7 @@ class Case:
     """One evaluated image: its record and the model output at its own resolution.
 
     result.prob: (H, W) float32 in [0, 1]; findings are cached per threshold so the
-    sweep recomputes only ``find_findings``, never the model.
+    sweep recomputes only the findings, never the model.
     """
 
     record: object  # fracture.dataset.Record
@@ -42,17 +42,16 @@ class Case:
             self._truth = self.record.mask(h, w).astype(bool) if self.fractured else np.zeros((h, w), bool)
         return self._truth
 
-    def findings(self, threshold: float) -> list:
-        """Findings at ``threshold`` (prediction.find_findings on the cached probability map)."""
+    def at(self, threshold: float):
+        """The result at ``threshold`` (same map and finding rule; cached per threshold, no model call)."""
         key = round(float(threshold), 6)
         if key not in self._findings:
-            from prediction import find_findings
-
-            if math.isclose(threshold, self.result.threshold):
-                self._findings[key] = list(self.result.findings)
-            else:
-                self._findings[key] = find_findings(self.result.prob, threshold)
+            self._findings[key] = self.result if math.isclose(threshold, self.result.threshold) else self.result.with_threshold(threshold)
         return self._findings[key]
+
+    def findings(self, threshold: float) -> list:
+        """Findings at ``threshold``, cut by the result's own finding rule."""
+        return self.at(threshold).findings
 
 
 def select_records(atlas, split: str, limit: int | None = None) -> list:

@@ -46,6 +46,6 @@ DEFINITIONS = {
 REPORT_KEYS = (
     "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command",
     "limit", "threshold", "threshold_source", "counts", "segmentation", "localization",
-    "image_level", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
+    "image_level", "calibration", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
     "per_image",
 )

@@ -11,7 +11,7 @@ from cli_common import UsageError
 from evaluation.cases import Case, run_inference, select_records
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS
 from evaluation.scoring import json_safe, score_cases
-from evaluation.thresholds import choose_threshold, sweep_thresholds
+from evaluation.thresholds import choose_image_score, choose_margin, choose_threshold, fit_score_calibration, sweep_thresholds
 from important_variables import MODEL_LABELS
 
 log = logging.getLogger("evaluate")
@@ -26,6 +26,10 @@ def _choose(cases: list[Case], name: str, split: str, threshold: float, source: 
         log.warning("%s: no threshold gives any matched finding on %s; threshold left at %.2f", name, split, threshold)
         return choice, threshold, source
     choice.update(chosen=best["threshold"], value=best["f1"])
+    # At the chosen threshold: the borderline margin, the image-level score and its calibration.
+    choice["margin"] = choose_margin(cases, best["threshold"])
+    choice["image_score"] = choose_image_score(cases)
+    choice["calibration"] = fit_score_calibration(cases, choice["image_score"]["chosen"], split)
     return choice, best["threshold"], f"chosen on valid by evaluate.py --choose-threshold ({CRITERION})"
 
 
@@ -53,12 +57,15 @@ def evaluate(
     batch_size: int = 8,
     progress: bool = True,
     command: str | None = None,
+    calibration: dict | None = None,
 ) -> Evaluation:
     """Evaluate one model (behind a ``prediction.Predictor``) on ``split``; no files written.
 
     ``choose=True`` (valid only) sweeps ``SWEEP`` on the cached probability maps and
     scores the split at the best threshold; the report's ``threshold_choice`` holds
-    the sweep. Raises UsageError for ``choose`` on another split.
+    the sweep, the borderline margin, the image-level score and its calibration.
+    ``calibration`` (the manifest's) adds its reliability on this split to the report.
+    Raises UsageError for ``choose`` on another split.
     """
     if choose and split != "valid":
         raise UsageError("--choose-threshold is only allowed on the valid split; the test split stays unseen")
@@ -74,6 +81,14 @@ def evaluate(
 
     scored = score_cases(cases, threshold)
     curves = scored.pop("_curves")
+    reliability = None
+    if calibration and not choose:
+        from calibration import reliability_report
+
+        rows = scored["per_image"]
+        if len({r["fractured"] for r in rows}) == 2:
+            reliability = reliability_report([r["fracture_score"] for r in rows], [int(r["fractured"]) for r in rows],
+                                             calibration, split=split, in_sample=calibration.get("fitted_on") == split)
     scored["counts"]["skipped_unreadable"] = len(skipped)
     scored["counts"]["skipped_files"] = skipped
     total = time.perf_counter() - t0
@@ -90,6 +105,7 @@ def evaluate(
         "threshold": threshold,
         "threshold_source": threshold_source,
         **scored,
+        "calibration": reliability,
         "threshold_choice": choice,
         "timing": {
             "inference_s": t_infer,

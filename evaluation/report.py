@@ -32,7 +32,13 @@ def markdown_table(reports: list[dict]) -> str:
     row("box AP@50", lambda r: _fmt(r["localization"]["ap50"]))
     row("box AP@25", lambda r: _fmt(r["localization"]["ap25"]))
     row("box recall@50 / @25 at threshold", lambda r: f"{_fmt(r['localization']['recall50_at_threshold'])} / {_fmt(r['localization']['recall25_at_threshold'])}")
+    row("box / mask AP@50, COCOeval (fractured images only)", lambda r: "{} / {}".format(
+        _fmt(r["localization"].get("coco_fractured_only", {}).get("box_ap50")),
+        _fmt(r["localization"].get("coco_fractured_only", {}).get("mask_ap50"))))
     row("image ROC-AUC", lambda r: _fmt(r["image_level"]["roc_auc"]))
+    row("ROC-AUC by image score", lambda r: ", ".join(f"{k} {_fmt(v)}" for k, v in r["image_level"].get("roc_auc_by_score", {}).items()))
+    row("calibration error (ECE) after / before", lambda r: f"{_fmt(r['calibration']['ece'])} / {_fmt(r['calibration']['ece_uncalibrated'])}"
+        if r.get("calibration") else "not calibrated")
     row("sensitivity / specificity", lambda r: f"{_fmt(r['image_level']['sensitivity'])} / {_fmt(r['image_level']['specificity'])}")
     row("false findings per negative image", lambda r: _fmt(r["image_level"]["false_findings_per_negative_image"], 2))
     row("pixel accuracy: model vs all-background", lambda r: f"{_fmt(r['pixel_accuracy']['all_images']['model'], 4)} vs {_fmt(r['pixel_accuracy']['all_images']['all_background'], 4)}")

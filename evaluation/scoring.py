@@ -90,7 +90,8 @@ def _per_image(cases: list[Case], threshold: float) -> tuple[list[dict], dict]:
     per_image = []
     pix = {"all_images": [0, 0, 0, 0], "fractured_images": [0, 0, 0, 0]}
     for c in cases:
-        pred = c.result.prob >= threshold
+        # The marked pixels: what the app outlines (the findings' regions), not every pixel >= threshold.
+        pred = c.at(threshold).mask() > 0
         truth = c.truth()
         n_px = truth.size
         model_ok = int(np.count_nonzero(pred == truth))
@@ -111,15 +112,37 @@ def _per_image(cases: list[Case], threshold: float) -> tuple[list[dict], dict]:
             "n_annotated": len(c.record.instances),
             "dice": dice_score(pred, truth) if c.fractured else None,
             "iou": iou_score(pred, truth) if c.fractured else None,
-            "fracture_score": c.result.fracture_score,
+            "fracture_score": c.result.image_score,
+            "image_scores": c.result.image_scores(),
+            "max_prob": c.result.fracture_score,
             "n_findings": len(c.findings(threshold)),
         })
     return per_image, pix
 
 
+def _coco(cases: list[Case], threshold: float) -> dict:
+    """Box and mask AP from pycocotools' COCOeval on the fractured images only (as published detector figures)."""
+    from coco_metrics import CocoImage, coco_ap
+
+    images = []
+    for c in cases:
+        if not c.fractured:
+            continue
+        r = c.at(threshold)
+        labels = r.finding_labels()
+        found = r.findings
+        images.append(CocoImage(
+            r.height, r.width, [list(inst.polygons) for inst in c.record.instances], c.record.boxes(),
+            np.array([f.box for f in found], np.float64).reshape(-1, 4), np.array([f.score for f in found], np.float64),
+            [labels == f.index for f in found],
+        ))
+    return coco_ap(images) if images else {}
+
+
 def _localization(cases: list[Case], threshold: float) -> tuple[dict, dict]:
-    """Box AP / recall / precision at each IoU level of ``AP_IOUS``, and the PR curves."""
+    """Box AP / recall / precision at each IoU level of ``AP_IOUS``, and the PR curves; ``coco``: the reference evaluator."""
     localization, curves = {}, {}
+    localization["coco_fractured_only"] = _coco(cases, threshold)
     for iou in AP_IOUS:
         scores, is_tp, n_truth = _detections(cases, threshold, iou)
         tag = f"{round(iou * 100)}"
@@ -137,15 +160,20 @@ def _mean_of(rows: list[dict], fn) -> float:
 
 
 def _image_level(per_image: list[dict]) -> tuple[dict, tuple]:
-    """Image-level numbers (fracture score = max probability) and the ROC curve."""
+    """Image-level numbers (fracture score = the model's chosen image score) and its ROC curve;
+    ``roc_auc_by_score`` gives the AUC of every candidate score."""
     frac_rows = [r for r in per_image if r["fractured"]]
     neg_rows = [r for r in per_image if not r["fractured"]]
     labels = np.array([r["fractured"] for r in per_image], bool)
     fscore = np.array([r["fracture_score"] for r in per_image], np.float64)
     positive = np.array([r["n_findings"] > 0 for r in per_image], bool)
     sens, spec = sensitivity_specificity(positive, labels)
+    by_score = {}
+    for name in (per_image[0]["image_scores"] if per_image else {}):
+        by_score[name] = roc_auc(np.array([r["image_scores"][name] for r in per_image], np.float64), labels)
     image_level = {
         "roc_auc": roc_auc(fscore, labels),
+        "roc_auc_by_score": by_score,
         "sensitivity": sens,
         "specificity": spec,
         "false_findings_per_negative_image": _mean_of(neg_rows, lambda r: r["n_findings"]),

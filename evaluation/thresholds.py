@@ -6,12 +6,18 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from evaluation.cases import Case
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, SWEEP
 from evaluation.scoring import findings_f1
+from findings import IMAGE_SCORES
+from important_variables import CONFIG
 from model_manifest import update_entry
+
+#: Borderline margins tried on valid: 0.05 ... 0.30.
+MARGINS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 7))
 
 
 def sweep_thresholds(cases: list[Case], thresholds=SWEEP, progress: bool = False) -> list[dict]:
@@ -27,6 +33,49 @@ def choose_threshold(sweep: list[dict]) -> dict | None:
         return None
     best = max(valid, key=lambda r: (r["f1"], r["threshold"]))
     return best if best["f1"] > 0 else None
+
+
+def choose_margin(cases: list[Case], threshold: float, max_negative_share: float = CONFIG.borderline_max_negative_share) -> dict:
+    """The borderline margin on valid: the widest of ``MARGINS`` whose band (images without a
+    finding whose highest score is >= threshold - margin) holds at most ``max_negative_share``
+    of the negatives; 0 (no borderline state) when none does. Returns the choice and the sweep.
+    """
+    negatives = sum(not c.fractured for c in cases)
+    misses = [c for c in cases if c.fractured and not c.findings(threshold)]
+    rows = []
+    for m in MARGINS:
+        band = [c for c in cases if not c.findings(threshold) and c.result.fracture_score >= threshold - m]
+        rows.append({
+            "margin": m,
+            "negatives_borderline": sum(not c.fractured for c in band) / negatives if negatives else float("nan"),
+            "missed_fractures_flagged": sum(c.fractured for c in band) / len(misses) if misses else float("nan"),
+        })
+    ok = [r for r in rows if r["negatives_borderline"] <= max_negative_share]
+    chosen = max(ok, key=lambda r: r["margin"])["margin"] if ok else 0.0
+    return {"chosen": chosen, "max_negative_share": max_negative_share, "sweep": rows,
+            "definition": "widest margin whose band (no finding, highest score >= threshold - margin) holds at most "
+                          f"{max_negative_share:.0%} of the valid negatives; 0 = no borderline state"}
+
+
+def choose_image_score(cases: list[Case]) -> dict:
+    """The image-level score with the highest ROC-AUC on these cases, and every candidate's AUC."""
+    from metrics import roc_auc
+
+    labels = np.array([c.fractured for c in cases], bool)
+    aucs = {name: roc_auc(np.array([c.result.image_scores()[name] for c in cases]), labels) for name in IMAGE_SCORES}
+    finite = {k: v for k, v in aucs.items() if v == v}
+    return {"chosen": max(finite, key=finite.get) if finite else "max_prob", "roc_auc": aucs}
+
+
+def fit_score_calibration(cases: list[Case], score_name: str, split: str = "valid") -> dict | None:
+    """Isotonic calibration of ``score_name`` → P(fracture) on these cases (None with one class only)."""
+    from calibration import fit_calibration
+
+    labels = [int(c.fractured) for c in cases]
+    if len(set(labels)) < 2:
+        return None
+    scores = [c.result.image_scores()[score_name] for c in cases]
+    return fit_calibration(scores, labels, method="isotonic", fitted_on=split)
 
 
 def threshold_record(report: dict) -> dict:
@@ -53,9 +102,24 @@ def threshold_record(report: dict) -> dict:
     }
 
 
+def choice_record(report: dict) -> dict:
+    """Manifest fields of a ``--choose-threshold`` run: the threshold record plus the borderline
+    margin, the image-level score and its calibration when the run chose them."""
+    out = threshold_record(report)
+    choice = report["threshold_choice"]
+    if choice.get("margin") is not None:
+        out["borderline_margin"] = choice["margin"]["chosen"]
+        out["borderline_criterion"] = {k: choice["margin"][k] for k in ("definition", "max_negative_share")}
+    if choice.get("image_score") is not None:
+        out["image_score"] = choice["image_score"]["chosen"]
+    if choice.get("calibration") is not None:
+        out["calibration"] = choice["calibration"]
+    return out
+
+
 def write_threshold_to_manifest(manifest_path: Path | str, name: str, report: dict) -> None:
     """Record the chosen threshold in the model's manifest entry (other fields untouched), atomically.
 
     Raises KeyError when the manifest has no entry for ``name``.
     """
-    update_entry(name, threshold_record(report), manifest_path, create=False)
+    update_entry(name, choice_record(report), manifest_path, create=False)

@@ -57,20 +57,10 @@ def test_findings_json_is_utf8_json():
     assert json.loads(sup.findings_json(data).decode("utf-8")) == data
 
 
-def test_metrics_table_side_by_side_numbers_only():
-    a = {"dice_mean": 0.41, "box": {"ap50": 0.3}, "note": "text", "ok": True, "nan": float("nan")}
-    b = {"dice_mean": 0.35, "roc_auc": 0.8}
-    rows = sup.metrics_table({"U-Net": a, "Simple encoder-decoder": b, "Other": None})
-    assert rows == [
-        {"metric": "dice_mean", "U-Net": 0.41, "Simple encoder-decoder": 0.35, "Other": None},
-        {"metric": "box.ap50", "U-Net": 0.3, "Simple encoder-decoder": None, "Other": None},
-        {"metric": "roc_auc", "U-Net": None, "Simple encoder-decoder": 0.8, "Other": None},
-    ]
-    assert sup.metrics_table({"U-Net": None}) == []
-
-
 def test_read_metrics_absent_or_broken(tmp_path):
-    assert sup.read_metrics(tmp_path / "missing.json") is None
+    from model_card import read_metrics
+
+    assert read_metrics(tmp_path / "missing.json") is None
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert sup.read_metrics(bad) is None
+    assert read_metrics(bad) is None

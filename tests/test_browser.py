@@ -1,7 +1,9 @@
-"""The app in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`.
+"""The app in a real browser: Debian's Chromium driven by Playwright against `streamlit run server.py`.
 
 Open home → dashboard, upload a real X-ray, wait for the result image and the findings,
-switch model, download the findings JSON and check it. Screenshots go to test-artifacts/.
+switch model, download the findings JSON and check it; go to Models and back and find the
+result still there (a returning user); and every request the browser made in all that
+went to the app's own host and port. Screenshots go to test-artifacts/.
 Skips without /usr/bin/chromium, except under CI (REQUIRE_BROWSER=1), where it fails.
 """
 
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -42,7 +45,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url():
-    """`streamlit run app.py` on a free localhost port; stopped (by its pid) after the module."""
+    """`streamlit run server.py` (what `make run` serves: app.py, models loaded at server start) on a
+    free localhost port; stopped (by its pid) after the module."""
     if not CHROMIUM.is_file():
         _need("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -53,7 +57,7 @@ def app_url():
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit-server.log", "wb")  # noqa: SIM115 (closed in the teardown)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
+        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
@@ -84,13 +88,23 @@ def app_url():
 
 
 @pytest.fixture(scope="module")
-def browser_page(app_url):
+def requests_seen() -> list[str]:
+    """Every URL the browser asked for during this module (HTTP requests and websockets)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def browser_page(app_url, requests_seen):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        # Recorded on the context, from before the first page load: favicons, fonts, scripts,
+        # images, XHR and the app's websocket, whatever page or frame asks.
+        context.on("request", lambda request: requests_seen.append(request.url))
         page = context.new_page()
+        page.on("websocket", lambda ws: requests_seen.append(ws.url))
         page.set_default_timeout(60_000)
         yield page
         context.close()
@@ -114,7 +128,8 @@ def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real
     page.get_by_text("U-Net, threshold").wait_for(timeout=SLOW_MS)
     images = page.locator("[data-testid=stImage] img")
     assert images.count() == 2
-    findings = page.locator("[data-testid=stDataFrame]").or_(page.get_by_text("No fracture found at threshold"))
+    findings = (page.locator("[data-testid=stDataFrame]").or_(page.get_by_text("No fracture found at threshold"))
+                .or_(page.get_by_text("Borderline: no region reached threshold")))
     findings.first.wait_for()
     _wait_app_idle(page)
     _wait_images_painted(page, 2)
@@ -147,6 +162,64 @@ def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real
     page.get_by_role("heading", name="Models").first.wait_for()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+
+
+def test_returning_user_finds_uploads_results_and_settings(app_url, browser_page, real_xray_paths):
+    """Dashboard → Models → Dashboard: the upload, its result and the chosen model are still there."""
+    page = browser_page  # continues from the previous test: on Models, after an upload on the Dashboard
+    xray = Path(real_xray_paths[0])
+    if page.get_by_role("heading", name="Models").count() == 0:
+        pytest.skip("needs the upload of test_home_dashboard_upload_switch_model_download")
+    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name="Dashboard").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    # No new upload: the earlier one is shown again with the model chosen before leaving.
+    page.get_by_text("Simple encoder-decoder, threshold").wait_for(timeout=SLOW_MS)
+    _wait_app_idle(page)
+    _wait_images_painted(page, 2)
+    assert page.get_by_text(xray.name).count() >= 1
+    assert page.get_by_text("earlier upload").count() == 1
+    sidebar = page.locator("[data-testid=stSidebar]")
+    assert sidebar.get_by_role("radio", name="Simple encoder-decoder").is_checked()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-returning.png"), full_page=True)
+
+
+def test_compare_view_of_the_drawn_illustration(app_url, browser_page):
+    """Both models side by side in a real browser, on assets/home.png (drawn, not a patient image;
+    its numbered box is part of the drawing). Screenshot: test-artifacts/dashboard-compare.png."""
+    page = browser_page
+    page.goto(f"{app_url}/dashboard")
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    _wait_app_idle(page)
+    forget = page.get_by_role("button", name="Forget them")
+    if forget.count():
+        forget.click()
+        _wait_app_idle(page)
+    page.locator("[data-testid=stSidebar]").get_by_text("Compare both", exact=True).click()
+    _wait_app_idle(page)
+    page.locator("input[type=file]").set_input_files(str(ROOT / "assets" / "home.png"))
+    page.get_by_text("U-Net, threshold").wait_for(timeout=SLOW_MS)
+    page.get_by_text("Simple encoder-decoder, threshold").wait_for(timeout=SLOW_MS)
+    _wait_app_idle(page)
+    _wait_images_painted(page, 3)
+    assert page.locator("[data-testid=stImage] img").count() == 3  # input + one overlay per model
+    page.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"))
+
+
+def test_no_request_leaves_the_machine(app_url, browser_page, requests_seen):
+    """Every URL the browser requested in this module went to the app's own host and port."""
+    page = browser_page
+    page.goto(app_url)  # one more fresh page load (favicon, fonts, scripts) on top of the flows above
+    page.get_by_role("heading", name="Bone-fracture localization").wait_for()
+    _wait_app_idle(page)
+    page.wait_for_timeout(1000)
+    own = urllib.parse.urlsplit(app_url).netloc
+    assert len(requests_seen) > 10, requests_seen  # the recorder really saw the traffic
+    outside = sorted({u for u in requests_seen if urllib.parse.urlsplit(u).scheme not in ("data", "blob")
+                      and urllib.parse.urlsplit(u).netloc != own})
+    (ARTIFACTS / "browser-requests.txt").write_text("\n".join(requests_seen) + "\n", encoding="utf-8")
+    assert outside == [], f"requests to other hosts than {own}: {outside}"
+    icon = page.locator("link[rel*=icon]").first.get_attribute("href")
+    assert icon and not icon.startswith(("http://", "https://", "//")) or urllib.parse.urlsplit(icon).netloc == own, icon
 
 
 def _wait_images_painted(page, n: int) -> None:

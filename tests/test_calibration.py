@@ -135,3 +135,39 @@ def test_reliability_plot_draws_and_saves():
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_from_reports_uses_the_named_score_and_checks_on_test():
+    from calibration import fit_from_reports, scores_and_labels
+
+    rng = np.random.default_rng(3)
+
+    def report(split, n):
+        s = rng.uniform(0, 1, n)
+        return {"split": split, "per_image": [{"fractured": bool(rng.uniform() < v), "fracture_score": float(v),
+                                                "topk_mean": float(v) / 2} for v in s]}
+
+    valid, test = report("valid", 300), report("test", 200)
+    cal = fit_from_reports(valid, "max_prob", test_report=test)
+    assert cal["n"] == 300 and cal["fitted_on"] == "valid"
+    assert cal["reliability"]["split"] == "test" and cal["reliability"]["n"] == 200
+    s, y = scores_and_labels(valid["per_image"], "topk_mean")
+    assert s.max() <= 0.5 and len(y) == 300
+    with pytest.raises(ValueError, match="valid split"):
+        fit_from_reports(test)
+    with pytest.raises(ValueError, match="best_finding"):
+        fit_from_reports(valid, "best_finding")
+    assert scores_and_labels([{"fractured": True, "fracture_score": 0.3}], "max_prob") is None  # one class only
+
+
+def test_scores_from_the_evaluations_image_scores_field():
+    from calibration import scores_and_labels
+
+    per_image = [  # the evaluation's schema: fracture_score is the chosen score, image_scores has all of them
+        {"fractured": True, "fracture_score": 0.4, "image_scores": {"max_prob": 0.9, "topk_mean": 0.4}},
+        {"fractured": False, "fracture_score": 0.1, "image_scores": {"max_prob": 0.7, "topk_mean": 0.1}},
+    ]
+    s, y = scores_and_labels(per_image, "max_prob")
+    assert s.tolist() == [0.9, 0.7] and y.tolist() == [1, 0]
+    assert scores_and_labels(per_image, "topk_mean")[0].tolist() == [0.4, 0.1]
+    assert scores_and_labels(per_image, "best_finding") is None

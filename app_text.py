@@ -1,0 +1,66 @@
+"""The app's fixed wording, shared by its pages (one place to say what the data and the models are)."""
+
+from __future__ import annotations
+
+MODEL_BLURBS = {
+    "unet": "Skip connections carry fine detail from encoder to decoder: sharper outlines.",
+    "encoder_decoder": "Same idea without skip connections: a smaller baseline with blurrier masks.",
+}
+
+DISCLAIMER = (
+    "This tool is a second pair of eyes for people who already read X-rays. It is **not a "
+    "diagnosis** and not a medical device: a missed fracture or a false mark is possible on "
+    "every image."
+)
+PRIVACY = "Images are processed in memory and never stored: nothing you upload is written to disk or kept after you leave."
+CREDIT = (
+    "Models trained on **FracAtlas**: Abedeen et al., *FracAtlas: A Dataset for Fracture "
+    "Classification, Localization and Segmentation of Musculoskeletal Radiographs*, "
+    "Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4. Data licensed "
+    "[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/)."
+)
+
+#: What FracAtlas holds, from its dataset.csv and paper, and nothing more: the data set
+#: records no age or sex, so the app claims nothing about either.
+DATA_FACTS = (
+    "FracAtlas: 4,083 musculoskeletal X-rays from three hospitals in Bangladesh, tagged hand "
+    "(1,538), leg (2,273), hip (338) and shoulder (349), some showing more than one part; 717 "
+    "show fractures, outlined by hand as 922 fracture regions; 99 show orthopaedic hardware. "
+    "Frontal, lateral and oblique views. Patient age and sex are not recorded, so how children "
+    "and adults are represented is unknown (images with open growth plates are among them)."
+)
+
+HOME_SCOPE = (
+    "**What it does**\n"
+    "- marks probable fracture regions on hand, leg, hip and shoulder radiographs;\n"
+    "- reads JPEG, PNG (8 and 16 bit) and DICOM files, several at once, and can show both models side by side;\n"
+    "- lets you download the annotated image, the mask and the findings as JSON "
+    "(and, for a DICOM upload, the result as a DICOM Secondary Capture).\n\n"
+    "**What it does not do**\n"
+    "- it does not diagnose, grade or classify fractures, and it knows nothing about the patient;\n"
+    "- it learned from FracAtlas only (hand, leg, hip and shoulder X-rays from three hospitals in "
+    "Bangladesh); other body parts, CT or MRI give meaningless marks."
+)
+
+LIMITS = (
+    "- **Limits:** one country, three hospitals and their devices; no spine or skull, no CT/MRI. "
+    "Subtle or overlapping fractures are outlined less consistently than obvious ones.\n"
+    "- **Models:** small (about 1.5–2 million parameters), trained from scratch on the images "
+    "above; hairline fractures may be below what they resolve."
+)
+
+METRICS_EXPLAINED = """
+- **Dice** and **IoU** (Jaccard): overlap of the marked region with the annotated outline,
+  per fractured image, 1 = perfect. Dice weighs the overlap twice, so Dice ≥ IoU.
+- **Box AP@50 / AP@25**: how well the numbered boxes find the annotated fractures (a box counts
+  when it overlaps a true box by at least 50 % / 25 %), over all score levels.
+- **ROC-AUC, sensitivity, specificity**: the image-level question *fracture or not*. ROC-AUC uses
+  the image score over all thresholds (0.5 = chance); sensitivity = share of fractured images
+  with a finding, specificity = share of fracture-free images left without one.
+- **False findings per fracture-free image**: boxes drawn on images without any fracture, on average.
+- **Calibration error (ECE)**: how far the shown *fracture likelihood* is from how often a
+  fracture is really there, averaged over 10 likelihood bins (0 = a likelihood of 30 % means
+  3 in 10). A *score* (per box, or the highest in the image) is not a likelihood.
+- **Pixel accuracy** is not listed: fractures cover a tiny share of the pixels, so a model that
+  marks nothing is already close to 100 % "accurate". It says nothing about finding fractures.
+"""

@@ -1,0 +1,194 @@
+"""What the Models page says about each model, computed from its files. Pure Python/numpy, no UI.
+
+Inputs are the evaluation's ``Saved_model/<model>.metrics.json`` (test split) and the
+model's manifest entry. Out come a short table of named metrics with their n, one
+plain-language verdict per model written from those numbers, and the reliability
+check of the calibrated likelihood.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from calibration import reliability_report, scores_and_labels, valid_calibration
+
+
+def read_metrics(path: Path) -> dict | None:
+    """A model's ``<model>.metrics.json``; None when absent or unreadable (not evaluated yet)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _get(data: Mapping | None, *path: str):
+    for key in path:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    if isinstance(data, bool) or not isinstance(data, int | float) or not math.isfinite(data):
+        return None
+    return data
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One row of the table: its label, where the value is, and what it is counted over."""
+
+    label: str
+    value: tuple[str, ...]
+    n: tuple[tuple[str, ...], ...]  # summed when several (e.g. fractured + fracture-free images)
+    unit: str
+
+
+ROWS: tuple[MetricRow, ...] = (
+    MetricRow("Dice (mean per fractured image)", ("segmentation", "dice_mean"), (("segmentation", "n_images"),),
+              "fractured images"),
+    MetricRow("IoU (mean per fractured image)", ("segmentation", "iou_mean"), (("segmentation", "n_images"),),
+              "fractured images"),
+    MetricRow("Box AP@50", ("localization", "ap50"), (("localization", "n_annotated_boxes"),), "annotated fractures"),
+    MetricRow("Box AP@25", ("localization", "ap25"), (("localization", "n_annotated_boxes"),), "annotated fractures"),
+    MetricRow("ROC-AUC (fracture or not)", ("image_level", "roc_auc"),
+              (("image_level", "n_fractured"), ("image_level", "n_negative")), "images"),
+    MetricRow("Sensitivity at the threshold", ("image_level", "sensitivity"), (("image_level", "n_fractured"),),
+              "fractured images"),
+    MetricRow("Specificity at the threshold", ("image_level", "specificity"), (("image_level", "n_negative"),),
+              "fracture-free images"),
+    MetricRow("False findings per fracture-free image", ("image_level", "false_findings_per_negative_image"),
+              (("image_level", "n_negative"),), "fracture-free images"),
+)
+ECE_LABEL = "Calibration error (ECE) of the likelihood"
+
+
+def _n(metrics: Mapping | None, row: MetricRow) -> int | None:
+    parts = [_get(metrics, *p) for p in row.n]
+    return None if any(p is None for p in parts) else int(sum(parts))
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _n_text(ns: Sequence[int | None], unit: str) -> str:
+    known = [n for n in ns if n is not None]
+    if not known:
+        return "–"
+    return f"{known[0]} {unit}" if len(set(known)) == 1 else " / ".join("–" if n is None else str(n) for n in ns) + f" {unit}"
+
+
+def named_metrics_rows(metrics: Mapping[str, Mapping | None], checks: Mapping[str, Mapping | None] | None = None) -> list[dict]:
+    """The short metrics table: {"metric", <label of each model>: value text, "n": what it is counted over}.
+
+    metrics: model label → its metrics dict (None: not evaluated). checks: model label →
+    its :func:`reliability_check` (None: not calibrated), for the ECE row.
+    """
+    rows = []
+    for row in ROWS:
+        out = {"metric": row.label}
+        out.update({label: _fmt(_get(m, *row.value)) for label, m in metrics.items()})
+        out["n"] = _n_text([_n(m, row) for m in metrics.values()], row.unit)
+        rows.append(out)
+    checks = checks or {}
+    ece = {"metric": ECE_LABEL}
+    ns = []
+    for label in metrics:
+        c = checks.get(label)
+        calibrated = c is not None and c.get("calibrated")
+        ece[label] = _fmt(c["ece"]) if calibrated else "not calibrated"
+        ns.append(c["n"] if calibrated else None)
+    splits = {c["split"] for c in checks.values() if c is not None and c.get("calibrated")}
+    ece["n"] = _n_text(ns, "images" + (f" ({', '.join(sorted(splits))})" if splits else ""))
+    rows.append(ece)
+    return rows
+
+
+# --------------------------------------------------------------------------- verdict
+def _auc_words(auc: float) -> str:
+    if auc < 0.6:
+        return "about as good as chance"
+    if auc < 0.7:
+        return "weak"
+    if auc < 0.8:
+        return "moderate"
+    if auc < 0.9:
+        return "good"
+    return "strong"
+
+
+def _overlap_words(dice: float) -> str:
+    if dice < 0.2:
+        return "rarely overlap"
+    if dice < 0.4:
+        return "partly overlap"
+    if dice < 0.6:
+        return "mostly overlap"
+    return "closely match"
+
+
+def verdict(metrics: Mapping | None) -> str:
+    """One plain-language paragraph about a model, written only from its test-split numbers."""
+    if not metrics:
+        return "Not evaluated yet: there are no test-split numbers to judge it by."
+    auc = _get(metrics, "image_level", "roc_auc")
+    sens, spec = _get(metrics, "image_level", "sensitivity"), _get(metrics, "image_level", "specificity")
+    dice, ap50 = _get(metrics, "segmentation", "dice_mean"), _get(metrics, "localization", "ap50")
+    n_img = _n(metrics, ROWS[4])
+    parts = []
+    if auc is not None:
+        parts.append(f"Telling fractured from fracture-free X-rays: {_auc_words(auc)} (ROC-AUC {auc:.2f}"
+                     + (f" on {n_img} test images)." if n_img else ")."))
+    if sens is not None and spec is not None:
+        parts.append(f"At its threshold it marks something on {round(sens * 10)} in 10 fractured images "
+                     f"and on {round((1 - spec) * 10)} in 10 fracture-free ones.")
+    if dice is not None:
+        where = f"Its marked regions {_overlap_words(dice)} the annotated fracture (mean Dice {dice:.2f})"
+        if ap50 is not None:
+            where += (", and its boxes rarely match the annotated box" if ap50 < 0.1 else
+                      ", and its boxes often match the annotated box" if ap50 >= 0.4 else
+                      ", and its boxes match the annotated box now and then") + f" (AP@50 {ap50:.2f})"
+        parts.append(where + ".")
+    weak = (auc is not None and auc < 0.75) or (dice is not None and dice < 0.2)
+    parts.append("Treat a mark as a hint to look again, and an unmarked image as not checked." if weak else
+                 "A useful second look, but it still misses fractures and marks healthy bone.")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- calibration check
+def reliability_check(metrics: Mapping | None, entry: Mapping | None) -> dict | None:
+    """How well the likelihood is calibrated, for the Models page.
+
+    With a usable calibration in ``entry``: its reliability on the evaluated split
+    (from the metrics' per-image scores when they hold the entry's ``image_score``,
+    else the check stored with the calibration), "calibrated": True. Without one: the
+    raw image score read as a probability, "calibrated": False, so the page can show
+    why calibration matters. None when there is nothing to show. The dict is a
+    :func:`calibration.reliability_report` plus "calibrated", "image_score" and "source".
+    """
+    entry = entry or {}
+    kind = entry.get("image_score") or "max_prob"
+    values = scores_and_labels((metrics or {}).get("per_image") or [], kind)
+    split = str((metrics or {}).get("split", "test"))
+    cal = valid_calibration(entry.get("calibration"))
+    if cal is not None:
+        if values is not None:
+            report = reliability_report(*values, cal, split=split)
+            return {**report, "calibrated": True, "image_score": kind, "source": f"{split} split, evaluated now"}
+        stored = cal.get("reliability")
+        if isinstance(stored, Mapping) and isinstance(stored.get("bins"), list) and _get(stored, "ece") is not None:
+            source = f"{stored.get('split', '?')} split" + (", in-sample (optimistic)" if stored.get("in_sample") else "")
+            return {**stored, "calibrated": True, "image_score": kind, "source": source}
+        return None
+    if values is None:
+        return None
+    identity = {"x": [0.0, 1.0], "y": [0.0, 1.0]}  # the raw score read as a probability
+    report = reliability_report(*values, identity, split=split)
+    return {**report, "calibrated": False, "image_score": kind, "source": f"{split} split, raw score"}
+
+
+__all__ = ["ROWS", "ECE_LABEL", "read_metrics", "named_metrics_rows", "verdict", "reliability_check"]

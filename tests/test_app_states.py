@@ -1,0 +1,289 @@
+"""Issue 10 in the app (AppTest): the three result states, the calibrated likelihood, state that
+lasts across pages, per-model thresholds, the compare view, the DICOM export and the loading progress.
+
+These tests replace the model loader with a stand-in whose probability map is known (a
+square of score ``PEAK``), so each state is reached on purpose and no TensorFlow model is
+loaded; the real models are exercised by tests/test_app_pages.py. Each test clears
+Streamlit's resource cache before and after, so the real model pool is rebuilt for others.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from important_variables import CONFIG, MODEL_LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TIMEOUT = 120
+PEAK = {"unet": 0.75, "encoder_decoder": 0.55}  # the stand-ins' highest score per model
+
+
+class StubPredictor:
+    """Fixed-size forward pass: a 24x24 square of score PEAK in the middle of a 256x256 map."""
+
+    def __init__(self, name: str, delay_s: float = 0.0):
+        self.name, self.peak = name, PEAK[name]
+        time.sleep(delay_s)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        prob = np.full((len(batch), 256, 256), 0.02, np.float32)
+        prob[:, 116:140, 116:140] = self.peak
+        return prob
+
+
+@pytest.fixture
+def stub_models(monkeypatch):
+    import streamlit as st
+
+    import page_dashboard
+
+    monkeypatch.setattr(page_dashboard, "load_predictor", lambda name: StubPredictor(name))
+    st.cache_resource.clear()
+    yield page_dashboard
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def manifest_dir(tmp_path, monkeypatch):
+    """A Saved_model copy (manifest + metrics) in a temp dir that the pages read instead of the shipped one."""
+    import model_manifest
+    import page_models
+
+    d = tmp_path / "Saved_model"
+    d.mkdir()
+    for name in ("unet", "encoder_decoder"):
+        if CONFIG.metrics_path(name).is_file():
+            shutil.copy(CONFIG.metrics_path(name), d)
+    manifest = json.loads(CONFIG.manifest_path.read_text(encoding="utf-8"))
+    config = replace(CONFIG, saved_model_dir=d)
+    for module in (model_manifest, page_models):
+        monkeypatch.setattr(module, "CONFIG", config)
+
+    def write(**per_model):
+        for name, changes in per_model.items():
+            manifest["models"][name].update(changes)
+        (d / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    write()
+    return write
+
+
+def png_bytes(side: int = 300) -> bytes:
+    """A synthetic grey test picture (not an X-ray, not from any data set)."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    buf = io.BytesIO()
+    Image.fromarray(((xx + yy) % 256).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dashboard():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.button(key="home_to_dashboard").click().run()
+    assert not at.exception and at.title[0].value == "Dashboard"
+    return at
+
+
+def upload(at, *files):
+    at.file_uploader(key="uploads").set_value([(n, d, "application/octet-stream") for n, d in files]).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def badges(at) -> list[str]:
+    return [m.value for m in at.markdown if "Possible fracture" in m.value]
+
+
+def captions(at) -> list[str]:
+    return [i.proto.imgs[0].caption for i in at.image]
+
+
+# --------------------------------------------------------------------------- states
+def test_three_states_finding_borderline_clean(stub_models, manifest_dir):
+    manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1})
+    at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    at.radio(key="model").set_value("unet").run()
+    # Highest score 0.75, threshold 0.80, margin 0.10: no finding, but close → borderline, not green.
+    assert not at.success and not badges(at)
+    assert len(at.warning) == 1 and "Borderline" in at.warning[0].value and "0.750" in at.warning[0].value
+    assert "Review this area" in at.warning[0].value
+    at.slider(key="threshold_unet").set_value(0.7).run()  # now the square is a finding
+    assert not at.warning and len(badges(at)) == 1 and "1 finding(s)" in badges(at)[0]
+    assert at.dataframe[0].value["score"].tolist() == [0.75]
+    at.slider(key="threshold_unet").set_value(0.9).run()  # 0.75 < 0.90 - 0.10: clean, green
+    assert not at.warning and not badges(at)
+    assert len(at.success) == 1 and at.success[0].value.startswith("No fracture found at threshold 0.90")
+
+
+def test_borderline_spot_is_marked_on_the_overlay(stub_models, manifest_dir):
+    manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1})
+    at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    key = next(iter(at.session_state["_analyses"]))
+    result = at.session_state["_analyses"][key]["results"]["unet"]
+    from result_ui import render_ui
+
+    entry = at.session_state["_analyses"][key]
+    settings = type("S", (), {"opacity": 0.35, "show_heatmap": False, "window": (0.5, 1.0), "style": "filled"})()
+    with_spot = render_ui(entry["image"], result, settings, margin=0.1)
+    without = render_ui(entry["image"], result, settings, margin=0.0)
+    amber = np.all(with_spot == (245, 184, 46), axis=-1)
+    assert amber.sum() > 20 and not np.all(without == (245, 184, 46), axis=-1).any()
+    ys, xs = np.nonzero(amber)  # around the square (256-px map → 300-px image: 136..164)
+    assert 120 <= xs.min() <= 140 and 160 <= xs.max() <= 180
+
+
+# --------------------------------------------------------------------------- likelihood
+def test_calibrated_likelihood_is_shown_and_scores_are_called_scores(stub_models, manifest_dir):
+    cal = {"method": "isotonic", "x": [0.1, 0.5, 1.0], "y": [0.05, 0.25, 0.85], "n": 400, "fitted_on": "valid"}
+    manifest_dir(unet={"threshold": 0.7, "calibration": cal, "image_score": "max_prob"})
+    at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    at.radio(key="model").set_value("unet").run()
+    # max_prob 0.75 → 0.25 + (0.25 / 0.5) x 0.60 = 0.55 → "≈ 55 %".
+    text = badges(at)[0]
+    assert "Fracture likelihood ≈ 55 %" in text and "highest score 0.750" in text
+    assert "probability" not in text.lower()
+    assert "score" in at.dataframe[0].value.columns
+    # The other model has no calibration in this manifest: it says so instead of inventing a number.
+    at.radio(key="model").set_value("encoder_decoder").run()
+    shown = " ".join([w.value for w in at.warning] + [s.value for s in at.success] + badges(at))
+    assert "not calibrated" in shown and "≈" not in shown
+
+
+def test_models_page_reliability_diagram_with_and_without_calibration(stub_models, manifest_dir):
+    from streamlit.testing.v1 import AppTest
+
+    if not CONFIG.metrics_path("unet").is_file():
+        pytest.skip("no shipped metrics to compute the reliability on")
+    cal = {"method": "isotonic", "x": [0.0, 0.5, 0.9, 1.0], "y": [0.05, 0.1, 0.3, 0.6], "n": 400, "fitted_on": "valid"}
+    manifest_dir(unet={"calibration": cal, "image_score": "max_prob"})
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.button(key="home_to_models").click().run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    row = table[table["metric"] == "Calibration error (ECE) of the likelihood"].iloc[0]
+    assert row["Simple encoder-decoder"] == "not calibrated"
+    ece = float(row["U-Net"])
+    # The same number, computed here from the metrics' per-image scores.
+    from calibration import apply_calibration, expected_calibration_error
+
+    per_image = json.loads(CONFIG.metrics_path("unet").read_text())["per_image"]
+    probs = apply_calibration(np.array([r["fracture_score"] for r in per_image]), cal)
+    assert ece == pytest.approx(expected_calibration_error(probs, [int(r["fractured"]) for r in per_image]), abs=6e-4)
+    assert any("Not calibrated yet" in i.value for i in at.info)  # for the encoder-decoder
+    assert any(f"ECE of the likelihood: {ece:.3f}" in c.value for c in at.caption)
+    assert len(at.get("imgs")) >= 0  # pyplot figures render as images without error
+
+
+# --------------------------------------------------------------------------- state that lasts
+def test_uploads_results_and_settings_survive_dashboard_models_dashboard(stub_models, manifest_dir):
+    at = upload(dashboard(), ("a.png", png_bytes(300)), ("b.png", png_bytes(280)))
+    at.radio(key="model").set_value("encoder_decoder").run()
+    at.slider(key="threshold_encoder_decoder").set_value(0.42).run()
+    at.radio(key="overlay_style").set_value("outline").run()
+    at.slider(key="opacity").set_value(0.6).run()
+    at.toggle(key="show_heatmap").set_value(True).run()
+    at.slider(key="window_center").set_value(0.4).run()
+    before = captions(at)
+    assert before.count("Simple encoder-decoder, threshold 0.42") == 2
+    results = {k: v["results"]["encoder_decoder"] for k, v in at.session_state["_analyses"].items()}
+
+    at.button(key="dashboard_to_models").click().run()
+    assert at.title[0].value == "Models" and not at.exception
+    at.button(key="models_to_dashboard").click().run()
+    assert at.title[0].value == "Dashboard" and not at.exception
+
+    assert captions(at) == before  # both uploads and their results are back, no re-upload
+    assert at.radio(key="model").value == "encoder_decoder"
+    assert at.slider(key="threshold_encoder_decoder").value == pytest.approx(0.42)
+    assert at.radio(key="overlay_style").value == "outline" and at.slider(key="opacity").value == pytest.approx(0.6)
+    assert at.toggle(key="show_heatmap").value is True and at.slider(key="window_center").value == pytest.approx(0.4)
+    # The results are the very objects computed before: the model did not run again.
+    assert {k: v["results"]["encoder_decoder"] for k, v in at.session_state["_analyses"].items()} == results
+    assert any("earlier upload" in c.value for c in at.caption)
+    # Uploads are bytes in session memory; "Forget them" drops them and their results.
+    assert all(isinstance(v["data"], bytes) for v in at.session_state["_files"].values())
+    at.button(key="forget_uploads").click().run()
+    assert not at.exception and len(at.image) == 0 and at.session_state["_analyses"] == {}
+
+
+def test_each_model_keeps_its_own_threshold(stub_models, manifest_dir):
+    manifest_dir(unet={"threshold": 0.8}, encoder_decoder={"threshold": 0.65})
+    at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    at.radio(key="model").set_value("unet").run()
+    at.slider(key="threshold_unet").set_value(0.5).run()
+    at.radio(key="model").set_value("encoder_decoder").run()
+    assert at.slider(key="threshold_encoder_decoder").value == pytest.approx(0.65)  # its own default
+    at.slider(key="threshold_encoder_decoder").set_value(0.3).run()
+    at.radio(key="model").set_value("unet").run()
+    assert at.slider(key="threshold_unet").value == pytest.approx(0.5)  # not back to 0.80
+    assert captions(at)[1] == "U-Net, threshold 0.50"
+    at.radio(key="model").set_value("encoder_decoder").run()
+    assert at.slider(key="threshold_encoder_decoder").value == pytest.approx(0.3)
+
+
+# --------------------------------------------------------------------------- compare
+def test_compare_view_shows_both_models_with_their_findings(stub_models, manifest_dir):
+    manifest_dir(unet={"threshold": 0.7, "borderline_margin": 0.1}, encoder_decoder={"threshold": 0.8, "borderline_margin": 0.1})
+    at = upload(dashboard(), ("one.png", png_bytes()), ("two.png", png_bytes(260)))
+    at.radio(key="view_mode").set_value("compare").run()
+    assert not at.exception and not at.error
+    assert captions(at) == ["Input, 300x300 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80",
+                            "Input, 260x260 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80"]
+    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10) is clean.
+    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(at.success) == 2
+    # Both thresholds are in the sidebar and each moves only its own model.
+    at.slider(key="threshold_encoder_decoder").set_value(0.5).run()
+    assert len(badges(at)) == 4 and len(at.success) == 0
+    assert at.slider(key="threshold_unet").value == pytest.approx(0.7)
+    at.radio(key="view_mode").set_value("single").run()
+    assert len(at.image) == 4 and at.radio(key="model").value in MODEL_LABELS
+
+
+# --------------------------------------------------------------------------- loading, DICOM
+def test_loading_progress_is_shown_while_the_model_loads(monkeypatch):
+    import threading
+
+    import streamlit as st
+
+    import page_dashboard
+
+    uploading = threading.Event()
+
+    def slow_loader(name):  # still loading for 1.5 s after the upload starts, however slow the runs before it
+        uploading.wait(60)
+        return StubPredictor(name, delay_s=1.5)
+
+    monkeypatch.setattr(page_dashboard, "load_predictor", slow_loader)
+    monkeypatch.setattr(page_dashboard, "EXPECTED_LOAD_S", 3.0)
+    st.cache_resource.clear()
+    try:
+        at = dashboard()
+        uploading.set()
+        upload(at, ("synthetic.png", png_bytes()))
+        assert [s.label for s in at.status] == ["U-Net model ready"]
+        assert len(at.image) == 2
+        upload(at, ("other.png", png_bytes(200)))  # ready now: no progress any more
+        assert len(at.status) == 0
+    finally:
+        uploading.set()
+        st.cache_resource.clear()
+
+
+def test_dicom_upload_offers_a_secondary_capture(stub_models, manifest_dir):
+    from tests.test_dicom_export import source_dicom
+
+    at = upload(dashboard(), ("study.dcm", source_dicom(96, 80)), ("plain.png", png_bytes()))
+    assert not at.error, [e.value for e in at.error]
+    labels = [b.label for b in at.get("download_button")]
+    assert labels.count("DICOM (Secondary Capture)") == 1 and labels.count("Annotated PNG") == 2
