@@ -52,8 +52,12 @@ log = logging.getLogger("train")
 
 #: What ``--monitor`` may choose: the epoch-log keys written by :func:`valid_logs`.
 MONITORS = ("val_dice", "val_ap25", "val_ap50", "val_auc")
-#: Manifest keys that describe the weights a ship replaces (the 256-px trainer's, a threshold chosen for them).
-STALE_ON_SHIP = ("threshold_criterion", "valid_dice_at_0.5", "valid_dice_note", "valid_negatives_clean_at_0.5", "selected_on")
+#: Manifest keys that describe the weights a ship replaces: the 256-px trainer's facts, and what
+#: ``evaluate.py --choose-threshold --write-manifest`` chose for those weights (a calibration curve or
+#: margin fitted to another model's scores would mislead). The inference settings (``findings``,
+#: ``image_score``, ``inference.tta``) stay: they may have been chosen for the new weights already.
+STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criterion", "calibration",
+                 "valid_dice_at_0.5", "valid_dice_note", "valid_negatives_clean_at_0.5", "selected_on")
 #: Steps after which the collapse probe logs the highest fracture probability (see issue 9: the
 #: clipped-loss run fell to exactly 0 within 300 steps).
 PROBE_EVERY, PROBE_UNTIL = 100, 600

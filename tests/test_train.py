@@ -97,7 +97,8 @@ def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
     out.mkdir()
     # An entry left by the old trainer: its 256-px facts must go, other tools' keys stay.
     manifest.write_text(json.dumps({"models": {"encoder_decoder": {"valid_dice_at_0.5": 0.1, "selected_on": "balanced",
-                                                                   "threshold": 0.65, "threshold_criterion": {}, "image_score": "x"}}}))
+                                                                   "threshold": 0.65, "threshold_criterion": {}, "image_score": "x",
+                                                                   "calibration": {"x": [0, 1]}, "borderline_margin": 0.1}}}))
     assert train.main(["--model", "encoder_decoder", "--ship-from", str(run / "best.keras"), "--ship-note", "smoke",
                        "--out-dir", str(out)]) == 0
     path = out / "encoder_decoder.keras"
@@ -113,7 +114,7 @@ def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
     assert entry["training_command"].startswith("python train.py --model encoder_decoder --epochs 1 ")
     assert "--epochs 2" in entry["training_command"] and entry["training_note"] == "smoke"
     assert entry["threshold"] == CONFIG.default_threshold and entry["image_score"] == "x"
-    assert not {"valid_dice_at_0.5", "selected_on", "threshold_criterion"} & set(entry)
+    assert not {"valid_dice_at_0.5", "selected_on", "threshold_criterion", "calibration", "borderline_margin"} & set(entry)
     assert entry["valid_at_epoch"]["val_dice"] == pytest.approx(float(rows[best_epoch - 1]["val_dice"]))
     # Plain Keras in a fresh process returns the seed model with the training loss.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import keras, utils\n"
