@@ -239,18 +239,20 @@ def write_manifest(manifest: Mapping, path: Path | str | None = None) -> None:
     os.replace(tmp, path)
 
 
-def update_entry(name: str, changes: Mapping[str, Any], path: Path | str | None = None, *, create: bool = True) -> dict:
+def update_entry(name: str, changes: Mapping[str, Any], path: Path | str | None = None, *, create: bool = True,
+                 drop: tuple[str, ...] = ()) -> dict:
     """Merge ``changes`` into model ``name``'s entry (other keys untouched) and write atomically.
 
     ``create`` False: raise KeyError when the model has no entry yet (e.g. a threshold
-    for a model that was never shipped). Returns the updated entry.
+    for a model that was never shipped). ``drop``: keys to remove first (facts about
+    weights that ``changes`` replaces). Returns the updated entry.
     """
     path = Path(path) if path else CONFIG.manifest_path
     manifest = read_manifest(path) or {"models": {}}
     models = manifest.setdefault("models", {})
     if name not in models and not create:
         raise KeyError(f"{path}: no entry for model {name!r}")
-    entry = dict(models.get(name, {}))
+    entry = {k: v for k, v in models.get(name, {}).items() if k not in drop}
     entry.update(changes)
     models[name] = entry
     write_manifest(manifest, path)

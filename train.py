@@ -1,17 +1,30 @@
-"""Train one of the two segmentation models on FracAtlas, resumably.
+"""Train one segmentation model at native pixel scale, resumably, and ship it (issue 9's recipe).
 
-    python train.py --model unet --epochs 40 [--data DIR] [--crop 128] [--batch-size 8]
-                    [--strategy {default,mirrored,multiworker}] [--time-budget-min M]
+    python train.py --model unet --epochs 30 [--steps-per-epoch 256] [--batch-size 8] [--lr 5e-4]
+                    [--init-from Saved_model/unet.keras] [--checkpoint-dir checkpoints/native]
+    python train.py --model unet --ship-from checkpoints/native/unet/best.keras [--ship-note TEXT]
 
-Each epoch ends with a checkpoint in ``checkpoints/<model>/`` (model + optimizer +
-state); rerunning the same command continues after the last finished epoch. The
-weights with the best valid Dice go to ``Saved_model/<model>.keras`` with their
-SHA-256 in ``Saved_model/manifest.json``; the history to
-``Saved_model/<model>.history.csv`` and ``Saved_model/<model>.history.png``.
+- Data: ``CONFIG.input_size`` crops of images kept at their own pixel scale (long side
+  <= ``CONFIG.native_long_side``), a 50/50 sampler of fracture-holding crops of fractured
+  images and random crops of negatives (``fracture.native.crop_dataset``); flips, ±12°
+  rotation, ±10 % scale, brightness/contrast jitter.
+- Loss: cross-entropy on every sample + per-image soft Dice on the samples with fracture
+  (``utils.ce_dice_fractured_loss``).
+- Keras runs the plumbing: ``BackupAndRestore`` (rerun the same command after a kill; a
+  larger ``--epochs`` continues the run), a warm-up + cosine learning-rate schedule over
+  all steps, ``ModelCheckpoint`` of the best valid score, ``TerminateOnNaN``. Each epoch
+  ends with ``evaluation.validator.Validator`` on the valid split (the code of
+  ``evaluate.py``: whole images, same rules) and one weights snapshot.
+- Precision: ``mixed_bfloat16`` where the CPU has AMX, float32 otherwise (``--precision``).
 
-Loss: categorical cross-entropy + soft Dice on the fracture channel summed over
-the whole batch (see utils.py for why the batch form). Valid Dice is the mean of
-per-image Dice at threshold 0.5 over the fractured valid images at 256x256.
+Checkpoint directory ``<checkpoint-dir>/<model>/``: ``backup/`` (resume state),
+``best.keras`` (+ ``best.json``: its epoch), ``epochs/epNNN.weights.h5``,
+``history.csv`` (one row per epoch; ``epoch`` 0-based as Keras' CSVLogger writes it),
+``runs.jsonl`` (one line per invocation) and ``prior.json`` (the manifest facts of the
+``--init-from`` model, frozen at the start).
+
+``--ship-from`` copies weights (``best.keras`` or a snapshot) into the seed architecture
+(256x256x3, float32), writes ``Saved_model/<model>.keras`` and its manifest entry.
 """
 
 from __future__ import annotations
@@ -22,331 +35,398 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from cli_common import DefaultsFormatter, UsageError, report_usage_error, require_data_dir
+from cli_common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, threshold_arg
 from important_variables import CONFIG, MODEL_NAMES
-from model_manifest import MANIFEST_NAME
+from model_manifest import MANIFEST_NAME, entry_for_file, sha256_file, update_entry
 
 log = logging.getLogger("train")
 
-HISTORY_FIELDS = ["epoch", "phase", "lr", "train_loss", "valid_loss", "valid_dice", "valid_dice_soft", "valid_neg_clean", "score", "seconds"]
+#: What ``--monitor`` may choose: the epoch-log keys written by :func:`valid_logs`.
+MONITORS = ("val_dice", "val_ap25", "val_ap50", "val_auc")
+#: Manifest keys that describe the weights a ship replaces: the 256-px trainer's facts, and what
+#: ``evaluate.py --choose-threshold --write-manifest`` chose for those weights (a calibration curve or
+#: margin fitted to another model's scores would mislead). The inference settings (``findings``,
+#: ``image_score``, ``inference.tta``) stay: they may have been chosen for the new weights already.
+STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criterion", "calibration",
+                 "valid_dice_at_0.5", "valid_dice_note", "valid_negatives_clean_at_0.5", "selected_on")
+#: Steps after which the collapse probe logs the highest fracture probability (see issue 9: the
+#: clipped-loss run fell to exactly 0 within 300 steps).
+PROBE_EVERY, PROBE_UNTIL = 100, 600
+SNAPSHOT = re.compile(r"ep(\d+)\.weights\.h5")
+LOSS_NOTE = "cross-entropy on every sample + per-image soft Dice on samples with fracture (utils.ce_dice_fractured_loss)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
-    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="which architecture to train (required)")
-    p.add_argument("--epochs", type=int, required=True, help="total epochs; a resumed run continues up to this (required)")
-    p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, fracture/FracAtlas, ../shared/data/FracAtlas)")
-    p.add_argument("--crop", type=int, default=128, help="training crop size in px of the 256-px frame; 0 = full frame")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per training step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to 5%% over --epochs)")
-    p.add_argument("--neg-per-epoch", type=int, default=200, help="negative (no fracture) images per epoch, beside all fractured")
-    p.add_argument("--focus", type=float, default=0.7, help="share of fractured crops centred on a fracture")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
-                   help="tf.distribute strategy: one device, all local GPUs, or workers from $TF_CONFIG")
-    p.add_argument("--time-budget-min", type=float, default=None,
-                   help="stop after the epoch that passes this many minutes (default: no time limit)")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch, for smoke tests (default: no cap)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only N fractured + N negative images per split, for smoke tests (default: all images)")
-    p.add_argument("--valid-negatives", type=int, default=82, help="valid negatives used for the valid loss")
-    p.add_argument("--init-from", help="start from the weights of this .keras file, i.e. fine-tune (default: fresh weights)")
-    p.add_argument("--select-on", choices=["dice", "balanced"], default="dice",
-                   help="best = valid Dice@0.5 (fractured), or its mean with the share of clean valid negatives")
-    p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir), help="where the trained .keras, history and manifest go")
-    p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir), help="where the resumable checkpoint goes")
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{v} must be between 0 and 1")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="train.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="which architecture (required)")
+    p.add_argument("--epochs", type=positive_int, help="total epochs of --steps-per-epoch steps; a resumed run continues up to this "
+                   "(required to train; no default)")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=256, help="training steps per epoch")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="crops per step")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (warm-up from 10%% of it, cosine decay to 5%% of it)")
+    p.add_argument("--warmup-steps", type=_non_negative_int, default=100, help="linear warm-up steps before the cosine decay")
+    p.add_argument("--fractured-share", type=_share, default=0.5, help="share of samples that are fracture-holding crops")
+    p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the default locations)")
+    p.add_argument("--init-from", help="start from the weights of this .keras file (default: random initialisation)")
+    p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir / "native"), help="where <model>/ backup, best, snapshots go")
+    p.add_argument("--valid-limit", type=positive_int, default=82,
+                   help="valid images scored each epoch: the first N fractured + first N negatives (82 = every fractured one)")
+    p.add_argument("--valid-threshold", type=threshold_arg, default=CONFIG.default_threshold, help="threshold of the epoch's valid scores")
+    p.add_argument("--monitor", choices=MONITORS, default="val_dice", help="valid score that picks best.keras (higher is better)")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
+                   help="Keras dtype policy; auto = mixed_bfloat16 only on CPUs with AMX")
+    p.add_argument("--limit", type=positive_int, help="only N fractured + N negative images per split (smoke tests; default: all)")
     p.add_argument("--seed", type=int, default=CONFIG.seed, help="random seed")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 one line per epoch")
+    p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument("--ship-from", help="instead of training: ship these weights, best.keras or epochs/epNNN.weights.h5 (default: train)")
+    p.add_argument("--ship-note", help="free text stored with the shipped entry, e.g. earlier commands of the run (default: none)")
+    p.add_argument("--out-dir", default=str(CONFIG.saved_model_dir), help="where --ship-from writes <model>.keras and the manifest")
     return p
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.ship_from is None and args.epochs is None:
+        p.error("--epochs is required to train (or pass --ship-from to ship)")
+    return args
 
 
-def make_strategy(name: str):
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        # Reads the cluster from $TF_CONFIG; on one machine without it, a single worker.
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def cosine_lr(epoch: int, total: int, peak: float) -> float:
-    """Cosine decay from ``peak`` to 5 % of it over ``total`` epochs (a function of the epoch only)."""
-    floor = 0.05 * peak
-    t = min(epoch / max(total - 1, 1), 1.0)
-    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * t))
-
-
-def compile_model(model, lr: float):
+# --------------------------------------------------------------------------- recipe pieces
+def compile_model(model, learning_rate=1e-3):
+    """Compile with the training loss (so a saved file carries it) and Adam at ``learning_rate`` (float or schedule)."""
     import keras
 
     import utils
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=utils.ce_dice_loss,
-        metrics=[utils.jaccard_index, utils.dice_coef],
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=utils.ce_dice_fractured_loss, metrics=[utils.dice_coef])
     return model
 
 
-def evaluate_valid(predict_fn, x: np.ndarray, y: np.ndarray, fractured: np.ndarray, batch: int = 16) -> dict:
-    """Valid figures on full 256-px frames.
+def lr_schedule(peak: float, total_steps: int, warmup_steps: int):
+    """Linear warm-up from 10 % of ``peak`` over ``warmup_steps``, then cosine decay to 5 % of it at ``total_steps``."""
+    import keras
 
-    loss: mean training loss; dice: mean per-image Dice@0.5 on the fractured images;
-    dice_soft: the same with probabilities; neg_clean: share of the negatives without
-    any finding at 0.5 (the app's "no fracture found").
-    """
-    import utils
-    from metrics import dice_score
-    from prediction import find_findings
-
-    losses, dices, soft, clean = [], [], [], []
-    for s in range(0, len(x), batch):
-        prob = np.asarray(predict_fn(x[s : s + batch]))
-        yb = y[s : s + batch]
-        losses.append(float(utils.ce_dice_loss(yb, prob)) * len(yb))
-        for i in range(len(yb)):
-            t = yb[i, ..., 1]
-            p = prob[i, ..., 1]
-            if fractured[s + i]:
-                dices.append(dice_score(p >= 0.5, t > 0.5))
-                soft.append(float(2 * (t * p).sum() / (t.sum() + p.sum() + 1e-6)))
-            else:
-                clean.append(float(not find_findings(p, 0.5)))
-
-    def mean(v):
-        return float(np.mean(v)) if v else float("nan")
-
-    return {"loss": sum(losses) / len(x), "dice": mean(dices), "dice_soft": mean(soft), "neg_clean": mean(clean)}
+    return keras.optimizers.schedules.CosineDecay(
+        peak * 0.1, decay_steps=max(total_steps - warmup_steps, 1), alpha=0.05, warmup_target=peak, warmup_steps=warmup_steps,
+    )
 
 
-def selection_score(v: dict, select_on: str) -> float:
-    """What "best" means: valid Dice alone, or its mean with the negatives' clean rate
-    (so that a model that marks fewer negatives can win at a similar Dice)."""
-    if select_on == "balanced" and not np.isnan(v["neg_clean"]):
-        return 0.5 * (v["dice"] + v["neg_clean"])
-    return v["dice"]
+def valid_logs(scores: dict) -> dict:
+    """The epoch-log keys from a ``Validator.score`` report (NaN where the report has None)."""
+
+    def f(v):
+        return float("nan") if v is None else float(v)
+
+    seg, loc, img = scores["segmentation"], scores["localization"], scores["image_level"]
+    return {
+        "val_dice": f(seg["dice_mean"]),
+        "val_dice_median": f(seg["dice_median"]),
+        "val_auc": f(img["roc_auc"]),
+        "val_ap25": f(loc.get("ap25")),
+        "val_ap50": f(loc.get("ap50")),
+        "val_false_findings_per_negative": f(img["false_findings_per_negative_image"]),
+    }
 
 
-def save_shipped(model, name: str, out_dir: Path, info: dict) -> Path:
-    """Write the inference copy (no optimizer state) and its manifest entry."""
-    from create_segmentation_model import build_model
-    from model_manifest import model_entry, read_manifest, sha256_file, update_entry
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean = build_model(name)
-    clean.set_weights(model.get_weights())
-    compile_model(clean, 1e-3)  # compiled so the file carries the custom loss; optimizer unbuilt = no state
-    path = out_dir / CONFIG.model_files[name]
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    clean.save(tmp)
-    os.replace(tmp, path)
-    manifest_path = out_dir / MANIFEST_NAME
-    old = model_entry(name, read_manifest(manifest_path)).data
-    changes = {**info, "file": path.name, "sha256": sha256_file(path), "params": int(clean.count_params())}
-    if "threshold" not in old and "threshold" not in changes:
-        changes["threshold"] = CONFIG.default_threshold
-    if "threshold_source" not in old and "threshold_source" not in changes:
-        changes["threshold_source"] = "default (not yet chosen on valid)"
-    update_entry(name, changes, manifest_path)
-    return path
+# --------------------------------------------------------------------------- history.csv
+def read_history(path: Path) -> list[dict]:
+    """Rows of ``history.csv`` (values as strings), [] when absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
-def _prior_training(out_dir: Path, args) -> dict:
-    """Manifest facts of the run that produced ``--init-from`` (when it is the shipped file), frozen at start.
-
-    Stored in the checkpoint directory so that a resumed fine-tuning run still
-    reports the first phase, even after it has overwritten the manifest entry.
-    """
-    from model_manifest import model_entry, read_manifest
-
-    frozen = Path(args.checkpoint_dir) / args.model / "prior.json"
-    if frozen.is_file():
-        return json.loads(frozen.read_text())
-    prior = {}
-    entry = model_entry(args.model, read_manifest(out_dir / MANIFEST_NAME)).data
-    if entry and Path(args.init_from).resolve() == (out_dir / entry.get("file", "")).resolve():
-        prior = {k: entry[k] for k in ("training_command", "epochs", "training_minutes") if k in entry}
-        hist = out_dir / f"{args.model}.history.csv"
-        if hist.is_file():
-            with open(hist, newline="", encoding="utf-8") as fh:
-                prior["history"] = [
-                    {k: v if k == "phase" else float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)
-                ]
-    frozen.parent.mkdir(parents=True, exist_ok=True)
-    frozen.write_text(json.dumps(prior))
-    return prior
-
-
-def write_history(rows: list[dict], out_dir: Path, name: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / f"{name}.history.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+def write_history_row(path: Path, row: dict) -> None:
+    """Add one epoch's row: rows of that epoch or later (replayed after a kill) are replaced; the
+    header is the union of the old one and the row's keys, written atomically."""
+    rows = [r for r in read_history(path) if int(float(r["epoch"])) < int(row["epoch"])]
+    fields = list(rows[0].keys()) if rows else ["epoch"]
+    fields += sorted(k for k in row if k not in fields)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in HISTORY_FIELDS})
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in rows]
-    fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
-    ax1.plot(ep, [r["train_loss"] for r in rows], label="train loss")
-    ax1.plot(ep, [r["valid_loss"] for r in rows], label="valid loss")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss (CE + batch Dice)")
-    ax2 = ax1.twinx()
-    ax2.plot(ep, [r["valid_dice"] for r in rows], "g-", label="valid Dice@0.5")
-    clean = [r.get("valid_neg_clean") for r in rows]
-    if any(c is not None and c == c for c in clean):  # c == c is False for NaN
-        ax2.plot(ep, [float("nan") if c is None else c for c in clean], "m--", label="valid negatives clean")
-    ax2.set_ylabel("valid Dice (fractured) / clean share (negatives)")
-    ax2.set_ylim(0, 1)
-    for prev, cur in zip(rows, rows[1:], strict=False):
-        if prev.get("phase") != cur.get("phase"):  # mark where fine-tuning started
-            ax1.axvline(prev["epoch"] + 0.5, color="grey", linestyle=":", label=f"→ {cur.get('phase')}")
-    lines = ax1.get_lines() + ax2.get_lines()
-    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
-    ax1.set_title(f"{name}: training history")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{name}.history.png")
-    plt.close(fig)
+        for r in [*rows, row]:
+            w.writerow({k: r.get(k, "") for k in fields})
+    os.replace(tmp, path)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        data_dir = require_data_dir(args.data)
-    except UsageError as exc:
-        return report_usage_error("train.py", exc)
+def total_minutes(rows: list[dict]) -> float:
+    """Training minutes through the last of ``rows``. ``minutes`` is cumulative per process in
+    runs of the old trainer and across resumes in this one; a drop marks a restart."""
+    total, prev = 0.0, 0.0
+    for r in rows:
+        m = float(r.get("minutes") or 0.0)
+        total += m - prev if m >= prev else m
+        prev = m
+    return total
+
+
+def _best_so_far(ckpt: Path, rows: list[dict], monitor: str) -> float | None:
+    """The monitored value ``best.keras`` holds (best.json), else the history's best; None for a new run."""
+    best_json = ckpt / "best.json"
+    if best_json.is_file():
+        return float(json.loads(best_json.read_text())["value"])
+    vals = [float(r[monitor]) for r in rows if r.get(monitor) not in (None, "", "nan")]
+    vals = [v for v in vals if math.isfinite(v)]
+    return max(vals) if vals else None
+
+
+# --------------------------------------------------------------------------- callbacks
+def make_callbacks(args, ckpt: Path, validator, probe_x: np.ndarray, schedule, best_so_far: float | None, minutes_offset: float):
+    """The callback list of one run, in the order their epoch ends must run (valid scores first, backup last)."""
+    import keras
+
+    t0 = time.time()
+
+    class ValidScores(keras.callbacks.Callback):
+        """Valid scores from ``evaluation.validator.Validator`` into the epoch logs; the collapse probe."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            # A collapse to all-background shows early as a tiny maximum fracture probability.
+            step = int(self.model.optimizer.iterations.numpy())
+            if step <= PROBE_UNTIL and step % PROBE_EVERY == 0:
+                prob = keras.ops.convert_to_numpy(self.model(probe_x, training=False))[..., CONFIG.fracture_channel]
+                log.info("step %d: max fracture probability on %d valid images %.4f", step, len(probe_x), float(prob.max()))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            # Samples seen: the previous epoch's count plus this epoch's steps x batch, so that a
+            # resume with another --batch-size keeps the earlier epochs' count right.
+            self.step0 = int(self.model.optimizer.iterations.numpy())
+            before = [r for r in read_history(ckpt / "history.csv") if int(float(r["epoch"])) == epoch - 1 and r.get("samples")]
+            self.samples0 = int(float(before[0]["samples"])) if before else self.step0 * args.batch_size
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs.update(valid_logs(validator.score(self.model, args.valid_threshold)))
+            step = self.model.optimizer.iterations
+            logs["lr"] = float(keras.ops.convert_to_numpy(schedule(step)))
+            logs["samples"] = self.samples0 + (int(step.numpy()) - self.step0) * args.batch_size
+            logs["minutes"] = round(minutes_offset + (time.time() - t0) / 60, 2)
+
+    checkpoint = keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor=args.monitor, mode="max", save_best_only=True,
+                                                 initial_value_threshold=best_so_far)
+
+    class Record(keras.callbacks.Callback):
+        """best.json when ModelCheckpoint kept a new best, the epoch's snapshot, the history row, one log line."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = checkpoint.best
+
+        def on_epoch_end(self, epoch, logs=None):
+            if checkpoint.best != self.best:
+                self.best = checkpoint.best
+                (ckpt / "best.json").write_text(json.dumps({"epoch": epoch + 1, "monitor": args.monitor, "value": float(self.best)}))
+            self.model.save_weights(ckpt / "epochs" / f"ep{epoch + 1:03d}.weights.h5")
+            write_history_row(ckpt / "history.csv", {"epoch": epoch, **{k: float(v) if not isinstance(v, int) else v for k, v in logs.items()}})
+            log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(float(v), 4) for k, v in logs.items()}))
+
+    return [
+        ValidScores(),
+        checkpoint,
+        Record(),
+        keras.callbacks.TerminateOnNaN(),
+        # Last, so that an epoch is marked done only after everything above was written.
+        keras.callbacks.BackupAndRestore(str(ckpt / "backup"), save_freq="epoch", delete_checkpoint=False),
+    ]
+
+
+# --------------------------------------------------------------------------- training
+def _note_run(ckpt: Path, args, command: str, policy: str, start: int) -> None:
+    """Append this invocation to runs.jsonl; on a fresh --init-from run, freeze the start model's manifest facts."""
+    with open(ckpt / "runs.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command, "precision": policy,
+                             "first_epoch": start + 1, "epochs": args.epochs, "init_from": args.init_from}) + "\n")
+    prior = ckpt / "prior.json"
+    if args.init_from and start == 0 and not prior.is_file():
+        entry = entry_for_file(args.init_from)
+        keep = ("file", "sha256", "training_command", "training_minutes", "epochs", "samples_seen")
+        prior.write_text(json.dumps({k: entry.get(k) for k in keep if entry and entry.get(k) is not None}))
+
+
+def train(args, command: str) -> int:
+    data_dir = require_data_dir(args.data)
 
     import quiet_tf
 
     quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines
     import keras
 
-    from create_segmentation_model import build_model
+    from create_segmentation_model import build_model, choose_precision
+    from evaluation.validator import Validator
     from fracture.dataset import FracAtlas
-    from fracture.pipeline import full_frame_arrays, load_split_arrays, make_train_dataset
+    from fracture.native import crop_dataset, load_native_split
+    from image_io import pad_to_multiple
 
+    policy = choose_precision(args.precision)
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(args.seed)
-    ds = FracAtlas(data_dir)
-    train = load_split_arrays(ds, "train", limit=args.limit)
-    valid = load_split_arrays(ds, "valid", limit=args.limit)
-    keep = np.concatenate([np.flatnonzero(valid.fractured), np.flatnonzero(~valid.fractured)[: args.valid_negatives]])
-    valid = valid.subset(keep)
-    vx, vy = full_frame_arrays(valid)
-    log.info(
-        "train: %d fractured + %d negatives (%d per epoch); valid: %d fractured + %d negatives; %d + %d unreadable skipped",
-        int(train.fractured.sum()), int((~train.fractured).sum()), args.neg_per_epoch,
-        int(valid.fractured.sum()), int((~valid.fractured).sum()), len(train.skipped), len(valid.skipped),
-    )
+    atlas = FracAtlas(data_dir)
+    split = load_native_split(atlas, "train", limit=args.limit)
+    valid_limit = min(args.valid_limit, args.limit) if args.limit else args.valid_limit
+    validator = Validator(atlas, "valid", limit=valid_limit)
+    probe = load_native_split(atlas, "valid", limit=4, use_cache=False)
+    probe_imgs = [im for im, f in zip(probe.images, probe.fractured, strict=True) if f][:4]
+    h = max(im.shape[0] for im in probe_imgs)
+    w = max(im.shape[1] for im in probe_imgs)
+    probe_x = np.zeros((len(probe_imgs), *pad_to_multiple(np.zeros((h, w))).shape, CONFIG.input_channels), np.float32)
+    for i, im in enumerate(probe_imgs):
+        probe_x[i, : im.shape[0], : im.shape[1]] = im[..., None] / 255.0
+    log.info("policy %s; train %d fractured + %d negatives; valid %d images per epoch", policy, int(split.fractured.sum()),
+             int((~split.fractured).sum()), len(validator.records))
 
-    ckpt_dir = Path(args.checkpoint_dir) / args.model
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path, last_path = ckpt_dir / "state.json", ckpt_dir / "last.keras"
-    out_dir = Path(args.out_dir)
-    strategy = make_strategy(args.strategy)
-    with strategy.scope():
-        if state_path.is_file() and last_path.is_file():
-            state = json.loads(state_path.read_text())
-            model = keras.saving.load_model(last_path, compile=True, safe_mode=True)
-            state.setdefault("best_score", state.get("best_dice", -1.0))
-            log.info("resuming %s after epoch %d (best %s score %.4f)", args.model, state["epoch"], args.select_on, state["best_score"])
-        else:
-            state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
-            # Fully convolutional: train on crops with a size-free input; the shipped copy is 256x256.
-            model = build_model(args.model, input_shape=(None, None, CONFIG.input_channels))
-            if args.init_from:
-                model.set_weights(keras.saving.load_model(args.init_from, compile=False).get_weights())
-                log.info("initialised from %s", args.init_from)
-            compile_model(model, args.lr)
-
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([None, CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels], tf.float32)
-    predict_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    prior = _prior_training(out_dir, args) if args.init_from else {}
-    if args.init_from and state["epoch"] == 0 and state["best_score"] < 0:
-        # Fine-tuning: the starting weights are the bar to beat, so a worse first
-        # epoch never replaces the shipped model.
-        start = evaluate_valid(predict_fn, vx, vy, valid.fractured)
-        state["best_score"] = selection_score(start, args.select_on)
-        log.info("starting weights: valid Dice@0.5 %.4f, clean negatives %.3f, %s score %.4f",
-                 start["dice"], start["neg_clean"], args.select_on, state["best_score"])
-    t_start = time.time()
-    try:
-        for epoch in range(state["epoch"], args.epochs):
-            t0 = time.time()
-            lr = cosine_lr(epoch, args.epochs, args.lr)
-            model.optimizer.learning_rate.assign(lr)
-            data = make_train_dataset(
-                train, crop=args.crop, batch_size=args.batch_size, neg_per_epoch=args.neg_per_epoch,
-                focus_p=args.focus, seed=args.seed, epoch=epoch, steps=args.steps_per_epoch,
-            )
-            if args.strategy != "default":
-                data = strategy.experimental_distribute_dataset(data)
-            hist = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, verbose=args.verbose)
-            train_loss = float(hist.history["loss"][-1])
-            v = evaluate_valid(predict_fn, vx, vy, valid.fractured)
-            score = selection_score(v, args.select_on)
-            secs = time.time() - t0
-            row = dict(epoch=epoch + 1, phase=f"crop{args.crop}" if args.crop else "full", lr=round(lr, 7),
-                       train_loss=round(train_loss, 5), valid_loss=round(v["loss"], 5), valid_dice=round(v["dice"], 5),
-                       valid_dice_soft=round(v["dice_soft"], 5), valid_neg_clean=round(v["neg_clean"], 4),
-                       score=round(score, 5), seconds=round(secs, 1))
-            state["history"].append(row)
-            state["epoch"] = epoch + 1
-            state["seconds"] = state.get("seconds", 0.0) + secs
-            improved = score > state["best_score"]
-            if improved:
-                state["best_score"], state["best_epoch"] = score, epoch + 1
-                save_shipped(model, args.model, out_dir, {
-                    "training_command": " && ".join(c for c in (prior.get("training_command"), command) if c),
-                    "epochs": prior.get("epochs", 0) + epoch + 1,
-                    "valid_dice_at_0.5": round(v["dice"], 4),
-                    "valid_dice_note": "mean per-image Dice@0.5 on the fractured valid images at 256x256",
-                    "valid_negatives_clean_at_0.5": round(v["neg_clean"], 4),
-                    "selected_on": args.select_on,
-                    "training_minutes": round(prior.get("training_minutes", 0.0) + state["seconds"] / 60, 1),
-                    "loss": "categorical cross-entropy + batch soft Dice (fracture channel)",
-                })
-            # Checkpoint last: a kill during the save above leaves the previous epoch resumable.
-            tmp = last_path.with_name("last.tmp.keras")
-            model.save(tmp)
-            os.replace(tmp, last_path)
-            state_path.write_text(json.dumps(state, indent=1))
-            earlier = prior.get("history", [])
-            offset = int(earlier[-1]["epoch"]) if earlier else 0
-            write_history(earlier + [{**r, "epoch": r["epoch"] + offset} for r in state["history"]], out_dir, args.model)
-            log.info(
-                "epoch %d/%d  lr %.2e  train loss %.4f  valid loss %.4f  valid Dice@0.5 %.4f (soft %.4f)  clean negatives %.3f%s  %.0fs",
-                epoch + 1, args.epochs, lr, train_loss, v["loss"], v["dice"], v["dice_soft"], v["neg_clean"],
-                "  * best" if improved else "", secs,
-            )
-            if args.time_budget_min is not None and (time.time() - t_start) / 60 > args.time_budget_min:
-                log.info("time budget of %.1f min reached after epoch %d; rerun the same command to continue", args.time_budget_min, epoch + 1)
-                break
-    except KeyboardInterrupt:
-        log.warning("interrupted; the last finished epoch (%d) is checkpointed, rerun the same command to resume", state["epoch"])
-        return 130
-    log.info("best valid %s score %.4f at epoch %d; weights in %s", args.select_on, state["best_score"], state["best_epoch"], out_dir / CONFIG.model_files[args.model])
+    ckpt = Path(args.checkpoint_dir) / args.model
+    (ckpt / "epochs").mkdir(parents=True, exist_ok=True)
+    meta = ckpt / "backup" / "training_metadata.json"
+    start = int(json.loads(meta.read_text()).get("epoch", 0)) if meta.is_file() else 0  # epochs already finished
+    model = build_model(args.model, input_shape=(None, None, CONFIG.input_channels))
+    if args.init_from and start == 0:
+        model.set_weights(keras.saving.load_model(args.init_from, compile=False).get_weights())
+        log.info("initialised from %s", args.init_from)
+    schedule = lr_schedule(args.lr, args.epochs * args.steps_per_epoch, args.warmup_steps)
+    compile_model(model, schedule)
+    _note_run(ckpt, args, command, policy, start)
+    rows = read_history(ckpt / "history.csv")
+    minutes_offset = float(rows[-1].get("minutes") or 0.0) if rows else 0.0
+    callbacks = make_callbacks(args, ckpt, validator, probe_x, schedule, _best_so_far(ckpt, rows, args.monitor), minutes_offset)
+    # Seeded by the first epoch too, so a resumed run draws new crops rather than replaying the first epochs'.
+    data = crop_dataset(split, args.batch_size, args.seed, start, fractured_share=args.fractured_share)
+    if start >= args.epochs:
+        log.info("%s: all %d epochs done already (%s)", args.model, args.epochs, ckpt)
+    else:
+        log.info("training %s for epochs %d..%d x %d steps x %d", args.model, start + 1, args.epochs, args.steps_per_epoch, args.batch_size)
+    model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, verbose=args.verbose)
     return 0
+
+
+# --------------------------------------------------------------------------- shipping
+def _load_weights_model(name: str, source: Path):
+    """The size-free architecture ``name`` carrying the weights of ``source`` (.keras or .weights.h5)."""
+    import keras
+
+    from create_segmentation_model import build_model
+
+    model = build_model(name, input_shape=(None, None, CONFIG.input_channels))
+    if source.name.endswith(".weights.h5"):
+        model.load_weights(source)  # a snapshot also holds the optimizer's slots: skipped here
+    else:
+        model.set_weights(keras.saving.load_model(source, compile=False).get_weights())
+    return model
+
+
+def _source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarray]) -> int | None:
+    """1-based epoch of the weights in ``source``: from its name, best.json, or by matching the snapshots."""
+    m = SNAPSHOT.fullmatch(source.name)
+    if m:
+        return int(m.group(1))
+    best_json = run_dir / "best.json"
+    if source.name == "best.keras" and best_json.is_file():
+        return int(json.loads(best_json.read_text())["epoch"])
+    # A run of the old trainer wrote no best.json: find the snapshot with the same weights.
+    for snap in sorted((run_dir / "epochs").glob("ep*.weights.h5"), reverse=True):
+        other = _load_weights_model(name, snap).get_weights()
+        if all(np.array_equal(a, b) for a, b in zip(weights, other, strict=True)):
+            return int(SNAPSHOT.fullmatch(snap.name).group(1))
+    return None
+
+
+def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model_dir, note: str | None = None) -> Path:
+    """Write ``<out_dir>/<name>.keras`` (seed 256x256x3 input, float32, compiled with the training loss) with
+    the weights of ``source`` and update its manifest entry (hash, params, training facts, inference scale).
+
+    The threshold goes back to the default until ``evaluate.py --split valid --choose-threshold --write-manifest``
+    picks one.
+    """
+    import quiet_tf
+
+    quiet_tf.import_tensorflow()
+    import keras
+
+    from create_segmentation_model import build_model
+
+    source, out_dir = Path(source), Path(out_dir)
+    run_dir = source.parent.parent if source.parent.name == "epochs" else source.parent
+    keras.mixed_precision.set_global_policy("float32")  # shipped files run anywhere; bf16 is chosen when loading
+    trained = _load_weights_model(name, source)
+    seed = build_model(name)
+    seed.set_weights(trained.get_weights())
+    compile_model(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CONFIG.model_files[name]
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    seed.save(tmp)
+    os.replace(tmp, path)
+
+    rows = read_history(run_dir / "history.csv")
+    epoch = _source_epoch(name, source, run_dir, trained.get_weights())
+    upto = rows[:epoch] if epoch is not None else rows
+    last = upto[-1] if upto else {}
+    runs = [json.loads(line) for line in (run_dir / "runs.jsonl").read_text().splitlines()] if (run_dir / "runs.jsonl").is_file() else []
+    commands = [r["command"] for i, r in enumerate(runs) if i == 0 or r["command"] != runs[i - 1]["command"]]
+    prior = json.loads((run_dir / "prior.json").read_text()) if (run_dir / "prior.json").is_file() else {}
+    changes = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "params": int(seed.count_params()),
+        "training_command": " && ".join(c for c in (prior.get("training_command"), *commands) if c) or None,
+        "epochs": epoch if epoch is not None else len(rows),
+        "samples_seen": int(float(last["samples"])) if last.get("samples") else None,
+        "training_minutes": round(total_minutes(upto), 1),
+        "training_precision": sorted({r["precision"] for r in runs}) or None,
+        "loss": LOSS_NOTE,
+        "shipped_from": str(source),
+        "valid_at_epoch": {k: float(v) for k, v in last.items() if k.startswith("val_") and v not in ("", None)},
+        "inference": {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": CONFIG.pad_multiple},
+        "threshold": CONFIG.default_threshold,
+        "threshold_source": "default (not yet chosen on valid for these weights)",
+    }
+    if prior:
+        changes["prior_training"] = prior
+    if note:
+        changes["training_note"] = note
+    update_entry(name, {k: v for k, v in changes.items() if v is not None}, out_dir / MANIFEST_NAME, drop=STALE_ON_SHIP)
+    log.info("shipped %s (epoch %s of %s) to %s", name, epoch, run_dir, path)
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = "python train.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    try:
+        if args.ship_from:
+            if not Path(args.ship_from).is_file():
+                raise UsageError(f"{args.ship_from}: no such weights file")
+            print(ship(args.model, args.ship_from, args.out_dir, args.ship_note))
+            return 0
+        return train(args, command)
+    except UsageError as exc:
+        return report_usage_error("train.py", exc)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _parser_of(module_name: str) -> argparse.ArgumentParser:
     raise AssertionError(f"{module_name}: no parser found")
 
 
-@pytest.mark.parametrize("cli", ["predict", "evaluate", "train", "train_native"])
+@pytest.mark.parametrize("cli", ["predict", "evaluate", "train"])
 def test_every_option_has_help_that_shows_its_default(cli):
     parser = _parser_of(cli)
     formatter = parser._get_formatter()

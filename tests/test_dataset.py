@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fracture.dataset import FracAtlas, negative_split
+from important_variables import CONFIG
 
 
 def test_negative_split_rule():
@@ -57,19 +58,19 @@ def test_truncated_jpegs_are_skipped_with_a_message(atlas):
         read_image_file(truncated)
 
 
-def test_split_arrays_skip_all_59_truncated_files(atlas):
-    from fracture.pipeline import load_split_arrays
+def test_native_splits_skip_all_59_truncated_files(atlas):
+    from fracture.native import load_native_split
 
     skipped = []
     for split in ("train", "valid", "test"):
-        arr = load_split_arrays(atlas, split)
-        assert arr.images.shape[1:] == (256, 256) and arr.images.dtype == np.uint8
-        assert arr.masks.shape == arr.images.shape
-        assert len(arr.ids) == len(arr.fractured) == len(arr.images)
+        arr = load_native_split(atlas, split)
+        assert len(arr.ids) == len(arr.fractured) == len(arr.images) == len(arr.masks)
+        for img, msk in zip(arr.images, arr.masks, strict=True):
+            assert img.dtype == np.uint8 and msk.shape == img.shape and max(img.shape) <= CONFIG.native_long_side
         skipped += arr.skipped
-        # every fractured image has fracture pixels after resizing, negatives none
-        assert (arr.masks[arr.fractured].reshape(int(arr.fractured.sum()), -1).max(1) == 1).all()
-        assert arr.masks[~arr.fractured].max() == 0
+        # every fractured image has fracture pixels at training scale, negatives none
+        assert all(m.max() == 1 for m, f in zip(arr.masks, arr.fractured, strict=True) if f)
+        assert all(m.max() == 0 for m, f in zip(arr.masks, arr.fractured, strict=True) if not f)
     assert len(skipped) == 59
     assert all("truncated" in s for s in skipped)
 

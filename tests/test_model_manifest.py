@@ -42,6 +42,9 @@ def test_update_entry_keeps_unknown_keys_and_other_models(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, no temp file left
     with pytest.raises(KeyError):
         mm.update_entry("other", {"threshold": 0.3}, path, create=False)
+    # drop: keys about replaced weights go, the rest stays
+    mm.update_entry("unet", {"sha256": "ab"}, path, drop=("threshold", "absent"))
+    assert json.loads(path.read_text())["models"]["unet"] == {"file": "unet.keras", "calibration": {"a": 1}, "sha256": "ab"}
 
 
 def test_unreadable_manifest_is_a_one_line_error(tmp_path):

@@ -1,78 +1,307 @@
-"""train.py end to end on a few real images: a few steps, resume, MirroredStrategy."""
+"""train.py on a few real images (a few steps each, never a full model): checkpoints, resume, ship;
+the loss by hand; the native-scale crop sampler; the precision choice."""
 
+import csv
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 import train
+from important_variables import CONFIG
 
 
 def _args(data_dir, tmp_path, *extra):
-    return [
-        "--data", str(data_dir), "--limit", "4", "--steps-per-epoch", "2", "--batch-size", "2",
-        "--valid-negatives", "2", "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt"),
-        "--verbose", "0", *extra,
-    ]
+    return ["--data", str(data_dir), "--limit", "4", "--steps-per-epoch", "2", "--batch-size", "2",
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--verbose", "0", *extra]
 
 
-def test_train_writes_weights_history_manifest_and_resumes(data_dir, tmp_path):
-    assert train.main(["--model", "encoder_decoder", "--epochs", "1", *_args(data_dir, tmp_path)]) == 0
-    out = tmp_path / "out"
-    state = json.loads((tmp_path / "ckpt" / "encoder_decoder" / "state.json").read_text())
-    assert state["epoch"] == 1
-    assert (out / "encoder_decoder.keras").is_file()
-    assert (out / "encoder_decoder.history.png").is_file()
-    assert len((out / "encoder_decoder.history.csv").read_text().strip().splitlines()) == 2
-    manifest = json.loads((out / "manifest.json").read_text())["models"]["encoder_decoder"]
-    assert manifest["params"] == 1_554_498 and len(manifest["sha256"]) == 64
-
-    # Rerunning with more epochs continues at epoch 2, not from scratch.
-    assert train.main(["--model", "encoder_decoder", "--epochs", "2", *_args(data_dir, tmp_path)]) == 0
-    state = json.loads((tmp_path / "ckpt" / "encoder_decoder" / "state.json").read_text())
-    assert [r["epoch"] for r in state["history"]] == [1, 2]
-    assert len((out / "encoder_decoder.history.csv").read_text().strip().splitlines()) == 3
-
-    # Rerunning the finished command trains nothing more.
-    assert train.main(["--model", "encoder_decoder", "--epochs", "2", *_args(data_dir, tmp_path)]) == 0
-    assert len(json.loads((tmp_path / "ckpt" / "encoder_decoder" / "state.json").read_text())["history"]) == 2
+def _history(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
-def test_train_under_mirrored_strategy(data_dir, tmp_path):
-    assert train.main(["--model", "unet", "--epochs", "1", "--strategy", "mirrored", *_args(data_dir, tmp_path)]) == 0
-    assert (tmp_path / "out" / "unet.keras").is_file()
+@pytest.fixture(scope="module")
+def trained_run(data_dir, tmp_path_factory):
+    """encoder_decoder: 1 epoch, then resumed to 2, then the finished command again."""
+    tmp = tmp_path_factory.mktemp("run")
+    run = tmp / "ckpt" / "encoder_decoder"
+    seen = {}
+    assert train.main(["--model", "encoder_decoder", "--epochs", "1", *_args(data_dir, tmp)]) == 0
+    seen["after_1"] = _history(run / "history.csv")
+    seen["backup_after_1"] = json.loads((run / "backup" / "training_metadata.json").read_text())
+    assert train.main(["--model", "encoder_decoder", "--epochs", "2", *_args(data_dir, tmp)]) == 0
+    seen["after_2"] = _history(run / "history.csv")
+    seen["snapshot_2_mtime"] = (run / "epochs" / "ep002.weights.h5").stat().st_mtime
+    assert train.main(["--model", "encoder_decoder", "--epochs", "2", *_args(data_dir, tmp)]) == 0
+    seen["after_rerun"] = _history(run / "history.csv")
+    seen["backup_after_rerun"] = json.loads((run / "backup" / "training_metadata.json").read_text())
+    seen["ep003_after_rerun"] = (run / "epochs" / "ep003.weights.h5").exists()
+    # A third epoch resumed with another batch size: samples seen add up, not iterations x new batch.
+    args = _args(data_dir, tmp)
+    args[args.index("--batch-size") + 1] = "1"
+    assert train.main(["--model", "encoder_decoder", "--epochs", "3", *args]) == 0
+    seen["after_3"] = _history(run / "history.csv")
+    return tmp, run, seen
 
 
-def test_cosine_schedule_is_a_function_of_the_epoch():
-    assert train.cosine_lr(0, 10, 1e-3) == pytest.approx(1e-3)
-    assert train.cosine_lr(9, 10, 1e-3) == pytest.approx(5e-5)
-    assert train.cosine_lr(3, 10, 1e-3) > train.cosine_lr(4, 10, 1e-3)
+def test_a_run_writes_backup_best_snapshot_and_history(trained_run):
+    _, run, seen = trained_run
+    assert seen["backup_after_1"]["epoch"] == 1
+    rows = seen["after_1"]
+    assert [r["epoch"] for r in rows] == ["0"]
+    for key in ("loss", "val_dice", "val_auc", "val_ap25", "val_ap50", "val_false_findings_per_negative", "lr", "samples", "minutes"):
+        assert rows[0][key] != "", key
+    assert int(rows[0]["samples"]) == 2 * 2  # steps x batch
+    assert (run / "best.keras").is_file() and json.loads((run / "best.json").read_text())["epoch"] >= 1
+    assert (run / "epochs" / "ep001.weights.h5").is_file()
 
 
-def test_missing_data_dir_is_a_usage_error(tmp_path):
+def test_more_epochs_resume_and_the_finished_command_trains_nothing(trained_run):
+    _, run, seen = trained_run
+    rows = seen["after_2"]
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert int(rows[1]["samples"]) == 2 * int(rows[0]["samples"])  # the optimizer's step count continued
+    assert float(rows[1]["minutes"]) >= float(rows[0]["minutes"])
+    assert seen["backup_after_rerun"]["epoch"] == 2 and not seen["ep003_after_rerun"]
+    assert seen["after_rerun"] == rows
+    assert (run / "epochs" / "ep002.weights.h5").stat().st_mtime == seen["snapshot_2_mtime"]
+    assert len((run / "runs.jsonl").read_text().splitlines()) == 4
+    assert [int(r["samples"]) for r in seen["after_3"]] == [4, 8, 10]
+
+
+def test_best_keras_holds_the_best_epoch_across_resumes(trained_run):
+    """ModelCheckpoint starts each resumed run from the best so far (best.json), not from -inf."""
+    _, run, seen = trained_run
+    dice = [float(r["val_dice"]) for r in seen["after_3"]]
+    best = json.loads((run / "best.json").read_text())
+    assert best["value"] == pytest.approx(max(dice)) and best["epoch"] == 1 + dice.index(max(dice))
+
+
+def test_the_epoch_score_is_the_validators(trained_run, data_dir):
+    """val_dice of an epoch is what evaluation.validator.Validator (evaluate.py's code) gives its snapshot."""
+    from evaluation.validator import Validator
+
+    _, run, seen = trained_run
+    model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
+    scores = train.valid_logs(Validator(data_dir, "valid", limit=4).score(model, CONFIG.default_threshold))
+    assert scores["val_dice"] == pytest.approx(float(seen["after_1"][0]["val_dice"]), abs=1e-5)
+
+
+def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
+    tmp, run, _ = trained_run
+    out = tmp / "shipped"
+    manifest = out / "manifest.json"
+    out.mkdir()
+    # An entry left by the old trainer: its 256-px facts must go, other tools' keys stay.
+    manifest.write_text(json.dumps({"models": {"encoder_decoder": {"valid_dice_at_0.5": 0.1, "selected_on": "balanced",
+                                                                   "threshold": 0.65, "threshold_criterion": {}, "image_score": "x",
+                                                                   "calibration": {"x": [0, 1]}, "borderline_margin": 0.1}}}))
+    assert train.main(["--model", "encoder_decoder", "--ship-from", str(run / "best.keras"), "--ship-note", "smoke",
+                       "--out-dir", str(out)]) == 0
+    path = out / "encoder_decoder.keras"
+    entry = json.loads(manifest.read_text())["models"]["encoder_decoder"]
+    from model_manifest import sha256_file
+
+    best_epoch = json.loads((run / "best.json").read_text())["epoch"]
+    assert entry["sha256"] == sha256_file(path) and entry["params"] == 1_554_498
+    rows = _history(run / "history.csv")
+    assert entry["epochs"] == best_epoch and entry["samples_seen"] == int(rows[best_epoch - 1]["samples"])
+    assert entry["training_minutes"] == pytest.approx(float(rows[best_epoch - 1]["minutes"]), abs=0.051)
+    assert entry["inference"] == {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": CONFIG.pad_multiple}
+    assert entry["training_command"].startswith("python train.py --model encoder_decoder --epochs 1 ")
+    assert "--epochs 2" in entry["training_command"] and entry["training_note"] == "smoke"
+    assert entry["threshold"] == CONFIG.default_threshold and entry["image_score"] == "x"
+    assert not {"valid_dice_at_0.5", "selected_on", "threshold_criterion", "calibration", "borderline_margin"} & set(entry)
+    assert entry["valid_at_epoch"]["val_dice"] == pytest.approx(float(rows[best_epoch - 1]["val_dice"]))
+    # Plain Keras in a fresh process returns the seed model with the training loss.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import keras, utils\n"
+            "m = keras.saving.load_model(sys.argv[2])\n"
+            "print(m.loss.__name__, m.count_params(), m.input_shape, m.dtype_policy.name)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(CONFIG.repo_root), str(path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split("\n")[-2] == "ce_dice_fractured_loss 1554498 (None, 256, 256, 3) float32"
+
+
+def test_ship_from_a_snapshot_of_an_old_run_finds_its_epoch(trained_run):
+    """A snapshot names its epoch; best.keras of a run without best.json is matched to a snapshot."""
+    import keras
+
+    tmp, run, _ = trained_run
+    w = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5").get_weights()
+    assert train._source_epoch("encoder_decoder", run / "epochs" / "ep001.weights.h5", run, w) == 1
+    best = keras.saving.load_model(run / "best.keras", compile=False).get_weights()
+    (run / "best.json").rename(run / "best.json.off")
+    try:
+        same = [n for n in (1, 2, 3) if all(np.array_equal(a, b) for a, b in zip(best, train._load_weights_model(
+            "encoder_decoder", run / "epochs" / f"ep{n:03d}.weights.h5").get_weights(), strict=True))]
+        assert train._source_epoch("encoder_decoder", run / "best.keras", run, best) == same[-1]
+    finally:
+        (run / "best.json.off").rename(run / "best.json")
+
+
+def test_usage_errors(tmp_path, capsys):
     assert train.main(["--model", "unet", "--epochs", "1", "--data", str(tmp_path / "nope")]) == 2
+    assert "not a FracAtlas directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--model", "unet"])
+    assert exc.value.code == 2 and "--epochs is required" in capsys.readouterr().err
+    assert train.main(["--model", "unet", "--ship-from", str(tmp_path / "none.keras")]) == 2
 
 
-def test_fine_tuning_continues_the_record_and_keeps_better_weights(data_dir, tmp_path):
-    out = tmp_path / "out"
-    assert train.main(["--model", "encoder_decoder", "--epochs", "1", *_args(data_dir, tmp_path)]) == 0
-    first = json.loads((out / "manifest.json").read_text())["models"]["encoder_decoder"]
-    args = _args(data_dir, tmp_path)
-    args[args.index("--checkpoint-dir") + 1] = str(tmp_path / "ckpt-ft")
-    rc = train.main(["--model", "encoder_decoder", "--epochs", "1", "--crop", "0", "--select-on", "balanced",
-                     "--init-from", str(out / "encoder_decoder.keras"), *args])
-    assert rc == 0
-    rows = (out / "encoder_decoder.history.csv").read_text().strip().splitlines()
-    assert len(rows) == 3 and rows[1].split(",")[1] == "crop128" and rows[2].split(",")[1] == "full"
-    state = json.loads((tmp_path / "ckpt-ft" / "encoder_decoder" / "state.json").read_text())
-    entry = json.loads((out / "manifest.json").read_text())["models"]["encoder_decoder"]
-    if state["best_epoch"] == 1:  # the fine-tuned epoch beat the starting weights: both phases recorded
-        assert entry["epochs"] == 2 and " && " in entry["training_command"]
-    else:  # it did not: the shipped file is untouched
-        assert entry["sha256"] == first["sha256"]
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for opt in ("--steps-per-epoch", "--batch-size", "--lr", "--warmup-steps", "--fractured-share", "--checkpoint-dir",
+                "--valid-limit", "--precision", "--seed", "--verbose"):
+        assert opt in text
+    assert "(default: 256)" in text and "(default: 0.0005)" in text and "(default: 82)" in text and "(default: auto)" in text
 
 
-def test_selection_score():
-    v = {"dice": 0.2, "neg_clean": 0.6}
-    assert train.selection_score(v, "dice") == pytest.approx(0.2)
-    assert train.selection_score(v, "balanced") == pytest.approx(0.4)
-    assert train.selection_score({"dice": 0.2, "neg_clean": float("nan")}, "balanced") == pytest.approx(0.2)
+def test_history_rows_replace_a_replayed_epoch_and_keep_old_columns(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_auc_max,minutes\n0,1.0,0.5,2.0\n1,0.9,0.6,4.0\n")
+    train.write_history_row(path, {"epoch": 1, "loss": 0.8, "val_auc": 0.7, "minutes": 5.0})
+    rows = _history(path)
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["loss"] == "0.8" and rows[1]["val_auc_max"] == ""
+    assert rows[0]["val_auc_max"] == "0.5" and rows[0]["val_auc"] == ""
+    # minutes: per-process in the old trainer (a drop = a restart), cumulative in this one.
+    assert train.total_minutes([{"minutes": 2}, {"minutes": 5}, {"minutes": 3}, {"minutes": 4}]) == pytest.approx(9.0)
+
+
+def test_valid_logs_take_the_validator_report():
+    report = {"segmentation": {"dice_mean": 0.3, "dice_median": 0.25}, "localization": {"ap25": 0.4, "ap50": None},
+              "image_level": {"roc_auc": 0.8, "false_findings_per_negative_image": 0.5}}
+    v = train.valid_logs(report)
+    assert (v["val_dice"], v["val_dice_median"], v["val_auc"], v["val_ap25"], v["val_false_findings_per_negative"]) == (0.3, 0.25, 0.8, 0.4, 0.5)
+    assert np.isnan(v["val_ap50"])
+
+
+# --------------------------------------------------------------------------- the loss by hand
+def _onehot(mask):
+    m = np.asarray(mask, np.float32)
+    return np.stack([1 - m, m], -1)
+
+
+def _loss(y_true, y_pred):
+    import utils
+
+    return float(utils.ce_dice_fractured_loss(np.asarray(y_true, np.float32), np.asarray(y_pred, np.float32)))
+
+
+def _ce(y_true, y_pred):
+    return float(np.mean(-np.sum(y_true * np.log(np.clip(y_pred, 1e-7, 1)), -1)))
+
+
+def test_loss_on_negatives_only_is_plain_cross_entropy():
+    rng = np.random.default_rng(0)
+    y = _onehot(np.zeros((3, 8, 8)))
+    p1 = rng.uniform(0.01, 0.99, (3, 8, 8))
+    pred = np.stack([1 - p1, p1], -1)
+    assert _loss(y, pred) == pytest.approx(_ce(y, pred), rel=1e-4)
+
+
+def test_loss_dice_term_is_zero_for_a_perfect_prediction():
+    mask = np.zeros((2, 16, 16))
+    mask[0, 4:10, 5:9] = 1  # sample 0 fractured, sample 1 negative
+    y = _onehot(mask)
+    pred = np.clip(y, 1e-6, 1 - 1e-6)
+    assert _loss(y, pred) == pytest.approx(_ce(y, pred), abs=1e-3)  # the Dice term adds ~0
+    assert _ce(y, pred) < 1e-4
+
+
+def test_loss_dice_is_per_image_so_a_small_fracture_weighs_as_much_as_a_big_one():
+    small, big = np.zeros((32, 32)), np.zeros((32, 32))
+    small[2:7, 2:8] = 1  # 30 px
+    big[4:28, 4:28] = 1  # 576 px
+    y = _onehot(np.stack([small, big]))
+    # Miss the small fracture completely, hit the big one exactly: per-image Dice terms
+    # 1 - 1/31 and 0 (soft Dice with smoothing 1), averaged over the two fractured samples.
+    p = np.stack([np.zeros((32, 32)), big])
+    pred = np.stack([1 - p, p], -1)
+    dice_term = _loss(y, pred) - _ce(y, pred)
+    assert dice_term == pytest.approx((1 - 1 / 31) / 2, abs=1e-3)
+    # A Dice over the whole batch would barely see the missed 30 px.
+    t, q = y[..., 1], pred[..., 1]
+    assert 1 - (2 * (t * q).sum() + 1) / (t.sum() + q.sum() + 1) < 0.03
+
+
+# --------------------------------------------------------------------------- native scale and the sampler
+def test_native_scale_facts():
+    from image_io import native_scale, pad_to_multiple, to_native_gray
+
+    assert native_scale(454, 373) == 1.0 and native_scale(3000, 1500) == pytest.approx(CONFIG.native_long_side / 3000)
+    big = np.full((908, 600), 7, np.uint8)
+    small = to_native_gray(big)
+    assert small.shape == (CONFIG.native_long_side, 300) and small.dtype == np.uint8 and (small == 7).all()
+    same = np.zeros((373, 454), np.float32)
+    assert to_native_gray(same) is same
+    padded = pad_to_multiple(np.ones((373, 454, 3), np.float32))
+    assert padded.shape == (384, 464, 3) and padded[:373, :454].all() and not padded[373:].any() and not padded[:, 454:].any()
+    assert pad_to_multiple(np.ones((32, 48))).shape == (32, 48)
+
+
+def _toy_split(n=6, seed=0):
+    from fracture.native import NativeSplit
+
+    rng = np.random.default_rng(seed)
+    images, masks, frac = [], [], []
+    for i in range(n):
+        h, w = (454, 373) if i % 2 else (373, 454)
+        images.append(rng.integers(0, 256, (h, w), dtype=np.uint8))
+        m = np.zeros((h, w), np.uint8)
+        if i < n // 2:
+            y, x = rng.integers(20, h - 30), rng.integers(20, w - 30)
+            m[y : y + 10, x : x + 12] = 1
+        masks.append(m)
+        frac.append(i < n // 2)
+    return NativeSplit(images, masks, [str(i) for i in range(n)], np.array(frac), np.ones(n), [])
+
+
+def test_a_fracture_centred_crop_contains_fracture_pixels():
+    from fracture.native import CropAugment, sample_crop
+
+    split = _toy_split()
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        i = int(rng.integers(3))
+        img, msk = sample_crop(split.images[i], split.masks[i], rng, 256, True, None)
+        assert msk.any()
+        assert img.shape == (256, 256) and img.dtype == np.float32 and msk.dtype == np.uint8
+        assert 0.0 <= img.min() and img.max() <= 1.0
+    with_aug = [sample_crop(split.images[0], split.masks[0], rng, 256, True, CropAugment())[1].any() for _ in range(100)]
+    assert np.mean(with_aug) >= 0.9  # rotation/scale may carry a fracture near the edge out, rarely
+
+
+def test_crop_stream_keeps_the_fractured_share_and_shapes():
+    from fracture.native import crop_stream
+
+    split = _toy_split()
+    for share in (0.5, 0.2):
+        stream = crop_stream(split, np.random.default_rng(7), crop=64, fractured_share=share)
+        xs, ys = zip(*(next(stream) for _ in range(1000)), strict=True)
+        assert xs[0].shape == (64, 64, 3) and xs[0].dtype == np.float32 and ys[0].shape == (64, 64, 2) and ys[0].dtype == np.float32
+        assert all(0.0 <= x.min() and x.max() <= 1.0 for x in xs[:50])
+        np.testing.assert_array_equal(ys[0].sum(-1), 1.0)  # one-hot
+        with_fracture = np.mean([y[..., 1].any() for y in ys])
+        # Every fracture-centred crop holds fracture pixels; a negative's crop never does.
+        assert with_fracture == pytest.approx(share, abs=0.05)
+
+
+# --------------------------------------------------------------------------- precision
+def test_amx_detection_reads_cpuinfo(tmp_path, monkeypatch):
+    import create_segmentation_model as csm
+
+    with_amx, without = tmp_path / "amx", tmp_path / "plain"
+    with_amx.write_text("processor : 0\nflags : fpu sse avx512f amx_bf16 amx_tile amx_int8\n")
+    without.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16\n")
+    assert csm.cpu_has_amx_bf16(with_amx) and not csm.cpu_has_amx_bf16(without)
+    assert not csm.cpu_has_amx_bf16(tmp_path / "missing")
+    monkeypatch.setattr(csm, "cpu_has_amx_bf16", lambda cpuinfo=None: True)
+    assert csm.choose_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(csm, "cpu_has_amx_bf16", lambda cpuinfo=None: False)
+    assert csm.choose_precision("auto") == "float32"
+    assert csm.choose_precision("mixed_bfloat16") == "mixed_bfloat16" and csm.choose_precision("float32") == "float32"
