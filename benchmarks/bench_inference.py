@@ -104,24 +104,30 @@ def pick_images(data_dir: Path, n: int, n_big: int):
 
 def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs: int, xla: bool) -> dict:
     from create_segmentation_model import load_named_model
-    from image_io import load_image, read_image_file
-    from model_manifest import model_threshold
-    from prediction import Predictor, analyse_image, preprocess
+    from image_io import load_image, pad_to_multiple, read_image_file
+    from model_manifest import model_entry, model_threshold
+    from prediction import Predictor, analyse_image, native_input, predictor_for, preprocess
 
     threshold = model_threshold(name)
     model = load_named_model(name)
-    pred = Predictor(model, name)
+    # The shipped way to run it (native scale when the manifest says so), as the app and predict.py do.
+    pred = predictor_for(model, name, model_entry(name))
     xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]
+    if pred.native:  # forward timings on what the model really sees: the whole image at training scale
+        xs = [np.repeat(pad_to_multiple(native_input(read_image_file(p).pixels))[None, ..., None], 3, -1)
+              for p in paths[: max(runs, 8)]]
+
+    naive_xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]
 
     def naive(x):
         prob = model.predict(x, verbose=0)[0, :, :, 1]
         return naive_region(prob, threshold)
 
-    out = {"threshold": threshold}
-    out["a_naive"] = timed(naive, xs, warmup, runs)
+    out = {"threshold": threshold, "scale": "native" if pred.native else "fixed 256x256"}
+    out["a_naive"] = timed(naive, naive_xs, warmup, runs)
     out["b_forward"] = timed(pred.forward, xs, warmup, runs)
     if xla:
-        out["b_forward_xla"] = timed(Predictor(model, name, jit_compile=True).forward, xs, warmup, runs)
+        out["b_forward_xla"] = timed(Predictor(pred.model, name, jit_compile=True).forward, xs, warmup, runs)
     blobs = [(p.name, p.read_bytes()) for p in big[: max(runs, 8)]]
 
     def end_to_end(item):
