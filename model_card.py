@@ -109,26 +109,15 @@ def named_metrics_rows(metrics: Mapping[str, Mapping | None], checks: Mapping[st
 
 
 # --------------------------------------------------------------------------- verdict
-def _auc_words(auc: float) -> str:
-    if auc < 0.6:
-        return "about as good as chance"
-    if auc < 0.7:
-        return "weak"
-    if auc < 0.8:
-        return "moderate"
-    if auc < 0.9:
-        return "good"
-    return "strong"
+# Plain words for a number, as (upper bound, words) bands in rising order: the first band whose
+# bound the number is below names it. ROC-AUC of the image-level score; mean Dice of the regions.
+AUC_WORDS = ((0.6, "about as good as chance"), (0.7, "weak"), (0.8, "moderate"), (0.9, "good"), (math.inf, "strong"))
+OVERLAP_WORDS = ((0.2, "rarely overlap"), (0.4, "partly overlap"), (0.6, "mostly overlap"), (math.inf, "closely match"))
 
 
-def _overlap_words(dice: float) -> str:
-    if dice < 0.2:
-        return "rarely overlap"
-    if dice < 0.4:
-        return "partly overlap"
-    if dice < 0.6:
-        return "mostly overlap"
-    return "closely match"
+def _words(value: float, bands: Sequence[tuple[float, str]]) -> str:
+    """The words of the first of ``bands`` whose upper bound ``value`` is below (the last bound is inf)."""
+    return next(words for bound, words in bands if value < bound)
 
 
 def verdict(metrics: Mapping | None) -> str:
@@ -141,13 +130,13 @@ def verdict(metrics: Mapping | None) -> str:
     n_img = _n(metrics, ROWS[4])
     parts = []
     if auc is not None:
-        parts.append(f"Telling fractured from fracture-free X-rays: {_auc_words(auc)} (ROC-AUC {auc:.2f}"
+        parts.append(f"Telling fractured from fracture-free X-rays: {_words(auc, AUC_WORDS)} (ROC-AUC {auc:.2f}"
                      + (f" on {n_img} test images)." if n_img else ")."))
     if sens is not None and spec is not None:
         parts.append(f"At its threshold it marks something on {round(sens * 10)} in 10 fractured images "
                      f"and on {round((1 - spec) * 10)} in 10 fracture-free ones.")
     if dice is not None:
-        where = f"Its marked regions {_overlap_words(dice)} the annotated fracture (mean Dice {dice:.2f})"
+        where = f"Its marked regions {_words(dice, OVERLAP_WORDS)} the annotated fracture (mean Dice {dice:.2f})"
         if ap50 is not None:
             where += (", and its boxes rarely match the annotated box" if ap50 < 0.1 else
                       ", and its boxes often match the annotated box" if ap50 >= 0.4 else

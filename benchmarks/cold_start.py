@@ -13,69 +13,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.app_server import streamlit_server  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def one_run(entry: str, image: Path, timeout_s: float = 300.0) -> dict:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", entry, "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    t0 = time.monotonic()
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.1)
-            if time.monotonic() - t0 > timeout_s:
-                raise TimeoutError("the server did not answer")
-        health_s = time.monotonic() - t0
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/dashboard")
-            page.locator("input[type=file]").wait_for(state="attached")
-            t = time.monotonic()
-            page.locator("input[type=file]").set_input_files(str(image))
-            feedback = None
-            while not page.get_by_text("U-Net, threshold").count():  # polled every 50 ms
-                if feedback is None and page.get_by_text("Loading the").count():
-                    feedback = round(time.monotonic() - t, 2)
-                if time.monotonic() - t > timeout_s:
-                    raise TimeoutError("no result")
-                page.wait_for_timeout(50)
-            result_s = round(time.monotonic() - t, 2)
-            browser.close()
-        return {"entry": entry, "server_up_s": round(health_s, 2), "upload_to_result_s": result_s,
-                "upload_to_progress_s": feedback}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with streamlit_server(entry, timeout_s=timeout_s) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(f"{server.url}/dashboard")
+        page.locator("input[type=file]").wait_for(state="attached")
+        t = time.monotonic()
+        page.locator("input[type=file]").set_input_files(str(image))
+        feedback = None
+        while not page.get_by_text("U-Net, threshold").count():  # polled every 50 ms
+            if feedback is None and page.get_by_text("Loading the").count():
+                feedback = round(time.monotonic() - t, 2)
+            if time.monotonic() - t > timeout_s:
+                raise TimeoutError("no result")
+            page.wait_for_timeout(50)
+        result_s = round(time.monotonic() - t, 2)
+        browser.close()
+    return {"entry": entry, "server_up_s": round(server.up_s, 2), "upload_to_result_s": result_s,
+            "upload_to_progress_s": feedback}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,15 +29,11 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.app_server import streamlit_server  # noqa: E402
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES, is_fracatlas_dir, resolve_data_dir  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-HEALTH_TIMEOUT_S = 180  # streamlit imports in seconds; a busy 2-core machine needs more
 RESULT_TIMEOUT_S = 900  # 8 sessions x 3 files on 2 shared cores, cold model load included
 MEMORY_SAMPLE_S = 0.2
 # Fields of the findings JSON that name the input rather than describe the result:
@@ -79,64 +75,6 @@ _ERRORS_JS = """() => [...document.querySelectorAll('[data-testid=stAlertContent
 
 class SetupError(Exception):
     """Something the load test needs is missing (exit status 2)."""
-
-
-# --------------------------------------------------------------------------- server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log_path: Path
-
-
-@contextmanager
-def streamlit_server(log_path: Path, timeout_s: float = HEALTH_TIMEOUT_S) -> Iterator[Server]:
-    """`streamlit run app.py` on a free localhost port until the block ends (stopped by its pid).
-
-    Headless, no usage stats, no file watcher (it would walk .venv). Output goes to ``log_path``.
-    """
-    port = free_port()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(proc, url, timeout_s, log_path)
-            yield Server(url, proc, log_path)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
-def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"streamlit did not answer {url}/_stcore/health within {timeout_s:.0f} s; see {log_path}")
-        time.sleep(0.5)
 
 
 # --------------------------------------------------------------------------- memory
@@ -416,7 +354,7 @@ def run_load_test(data_dir: Path, sessions: int = 8, per_session: int = 3, model
     reference = {m: predict_reference(all_files, m) for m in models}
     artifacts = artifacts or Path(tempfile.mkdtemp(prefix="load_app_"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    with streamlit_server(artifacts / "load-streamlit-server.log") as server, PeakMemory(server.proc.pid) as mem:
+    with streamlit_server("app.py", log_path=artifacts / "load-streamlit-server.log") as server, PeakMemory(server.proc.pid) as mem:
         results = asyncio.run(run_sessions(server.url, file_sets, models, timeout_s, artifacts))
     mismatches, errors, compared, n_findings = [], [], 0, 0
     for r in results:
