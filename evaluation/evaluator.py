@@ -28,8 +28,8 @@ def _choose(cases: list[Case], name: str, split: str, threshold: float, source: 
     choice.update(chosen=best["threshold"], value=best["f1"])
     # At the chosen threshold: the borderline margin, the image-level score and its calibration.
     choice["margin"] = choose_margin(cases, best["threshold"])
-    choice["image_score"] = choose_image_score(cases)
-    choice["calibration"] = fit_score_calibration(cases, choice["image_score"]["chosen"], split)
+    choice["image_score"] = choose_image_score(cases, best["threshold"])
+    choice["calibration"] = fit_score_calibration(cases, choice["image_score"]["chosen"], best["threshold"], split)
     return choice, best["threshold"], f"chosen on valid by evaluate.py --choose-threshold ({CRITERION})"
 
 

@@ -112,8 +112,9 @@ def _per_image(cases: list[Case], threshold: float) -> tuple[list[dict], dict]:
             "n_annotated": len(c.record.instances),
             "dice": dice_score(pred, truth) if c.fractured else None,
             "iou": iou_score(pred, truth) if c.fractured else None,
-            "fracture_score": c.result.image_score,
-            "image_scores": c.result.image_scores(),
+            # At this threshold: "best_finding" depends on the findings that exist at it.
+            "fracture_score": c.at(threshold).image_score,
+            "image_scores": c.at(threshold).image_scores(),
             "max_prob": c.result.fracture_score,
             "n_findings": len(c.findings(threshold)),
         })

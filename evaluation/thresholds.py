@@ -57,24 +57,25 @@ def choose_margin(cases: list[Case], threshold: float, max_negative_share: float
                           f"{max_negative_share:.0%} of the valid negatives; 0 = no borderline state"}
 
 
-def choose_image_score(cases: list[Case]) -> dict:
-    """The image-level score with the highest ROC-AUC on these cases, and every candidate's AUC."""
+def choose_image_score(cases: list[Case], threshold: float) -> dict:
+    """The image-level score (at ``threshold``) with the highest ROC-AUC on these cases, and every candidate's AUC."""
     from metrics import roc_auc
 
     labels = np.array([c.fractured for c in cases], bool)
-    aucs = {name: roc_auc(np.array([c.result.image_scores()[name] for c in cases]), labels) for name in IMAGE_SCORES}
+    scores = [c.at(threshold).image_scores() for c in cases]
+    aucs = {name: roc_auc(np.array([s[name] for s in scores]), labels) for name in IMAGE_SCORES}
     finite = {k: v for k, v in aucs.items() if v == v}
     return {"chosen": max(finite, key=finite.get) if finite else "max_prob", "roc_auc": aucs}
 
 
-def fit_score_calibration(cases: list[Case], score_name: str, split: str = "valid") -> dict | None:
-    """Isotonic calibration of ``score_name`` → P(fracture) on these cases (None with one class only)."""
+def fit_score_calibration(cases: list[Case], score_name: str, threshold: float, split: str = "valid") -> dict | None:
+    """Isotonic calibration of ``score_name`` (at ``threshold``) → P(fracture) on these cases (None with one class only)."""
     from calibration import fit_calibration
 
     labels = [int(c.fractured) for c in cases]
     if len(set(labels)) < 2:
         return None
-    scores = [c.result.image_scores()[score_name] for c in cases]
+    scores = [c.at(threshold).image_scores()[score_name] for c in cases]
     return fit_calibration(scores, labels, method="isotonic", fitted_on=split)
 
 

@@ -32,12 +32,14 @@ def test_margin_is_the_widest_band_within_the_negative_budget():
 
 def test_image_score_and_calibration():
     cases = [_case(True, p) for p in (0.9, 0.85, 0.7)] + [_case(False, p) for p in (0.3, 0.75, 0.2)]
-    pick = choose_image_score(cases)
+    pick = choose_image_score(cases, 0.8)
     assert set(pick["roc_auc"]) == {"max_prob", "topk_mean", "best_finding"}
     assert pick["roc_auc"]["max_prob"] == pytest.approx(8 / 9)
-    cal = fit_score_calibration(cases, "max_prob")
+    # best_finding is taken at the given threshold: at 0.8 only the 0.9 and 0.85 images have a finding.
+    assert pick["roc_auc"]["best_finding"] == pytest.approx((3 + 3 + 1.5) / 9)
+    cal = fit_score_calibration(cases, "max_prob", 0.8)
     assert cal["method"] == "isotonic" and cal["n"] == 6 and cal["fitted_on"] == "valid"
-    assert fit_score_calibration([_case(True, 0.9)], "max_prob") is None
+    assert fit_score_calibration([_case(True, 0.9)], "max_prob", 0.8) is None
 
 
 def test_choice_record_carries_the_new_fields():
