@@ -1,0 +1,75 @@
+"""One row of the issue-9 ablation: weights + inference settings scored on the valid split by evaluate's own code.
+
+    python benchmarks/ablation_valid.py --model unet --weights checkpoints/native/unet/epochs/ep020.weights.h5 --native \
+        [--low-ratio 0.8] [--max-findings 3] [--tta] [--label TEXT]
+    python benchmarks/ablation_valid.py --model unet --weights Saved_model/unet.keras          # the seed, 256x256 squeeze
+
+Runs ``evaluation.evaluator.evaluate`` with ``choose=True`` (threshold by the findings F1 at
+IoU >= 0.25, borderline margin, image score, as ``evaluate.py --choose-threshold``) and prints
+one JSON line of the key numbers. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from important_variables import MODEL_NAMES  # noqa: E402
+
+
+def load(name: str, weights: str):
+    """A .weights.h5 snapshot into the size-free architecture, or a .keras file as saved."""
+    import keras
+
+    from create_segmentation_model import build_model
+
+    if weights.endswith(".weights.h5"):
+        model = build_model(name, (None, None, 3))
+        model.load_weights(weights)
+        return model
+    return keras.saving.load_model(weights, compile=False)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="architecture of the weights")
+    p.add_argument("--weights", required=True, help=".keras file or epochs/epNNN.weights.h5 snapshot")
+    p.add_argument("--native", action="store_true", help="whole images at the training scale (else the seed's 256x256 squeeze)")
+    p.add_argument("--low-ratio", type=float, default=1.0, help="hysteresis: grow findings to this fraction of the threshold (1 = off)")
+    p.add_argument("--max-findings", type=int, default=None, help="keep at most this many findings per image (default: all)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped pass")
+    p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the usual places)")
+    p.add_argument("--label", default="", help="free text copied into the output line")
+    args = p.parse_args(argv)
+
+    from cli_common import require_data_dir
+    from evaluation.evaluator import evaluate
+    from fracture.dataset import FracAtlas
+    from model_manifest import ModelEntry
+    from prediction import predictor_for
+
+    findings = {"low_ratio": args.low_ratio, **({"max_findings": args.max_findings} if args.max_findings else {})}
+    entry = ModelEntry(args.model, {"inference": {"scale": "native" if args.native else "fixed", "tta": args.tta}, "findings": findings})
+    t0 = time.time()
+    ev = evaluate(predictor_for(load(args.model, args.weights), args.model, entry), FracAtlas(require_data_dir(args.data)), "valid", 0.5,
+                  choose=True, progress=False)
+    r, tc = ev.report, ev.report["threshold_choice"] or {}
+    print(json.dumps({
+        "label": args.label, "weights": args.weights, "native": args.native, "findings": findings, "tta": args.tta,
+        "threshold": r["threshold"], "findings_f1_iou25": tc.get("value"),
+        "dice": r["segmentation"]["dice_mean"], "dice_median": r["segmentation"]["dice_median"],
+        "ap50": r["localization"]["ap50"], "ap25": r["localization"]["ap25"], "coco": r["localization"]["coco_fractured_only"],
+        "auc": r["image_level"]["roc_auc_by_score"], "sensitivity": r["image_level"]["sensitivity"],
+        "specificity": r["image_level"]["specificity"], "false_findings_per_negative": r["image_level"]["false_findings_per_negative_image"],
+        "minutes": round((time.time() - t0) / 60, 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
