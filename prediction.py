@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from findings import FindingRule
-from image_io import ImageLoadError, resize_for_model, to_model_gray, to_native_gray
+from image_io import ImageLoadError, pad_to_multiple, resize_for_model, to_model_gray, to_native_gray
 from important_variables import CONFIG
 from rendering import HEAT_FLOOR, HEAT_FULL, REVIEW_COLOR, display_gray, encode_png, heat_alpha, heatmap_legend, render_overlay
 from results import Finding, PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
@@ -137,15 +137,13 @@ class Predictor:
         if not self.native:
             return fixed_size_probs(self.forward, images)
         grays = [native_input(p) for p in images]
+        padded = [pad_to_multiple(g) for g in grays]
         out: list[np.ndarray | None] = [None] * len(grays)
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, g in enumerate(grays):  # images of one padded size share a forward call
-            groups.setdefault(_padded_shape(g.shape), []).append(i)
-        for shape, idx in groups.items():
-            batch = np.zeros((len(idx), *shape, CONFIG.input_channels), np.float32)
-            for k, i in enumerate(idx):
-                h, w = grays[i].shape
-                batch[k, :h, :w] = grays[i][..., None]
+        for i, x in enumerate(padded):  # images of one padded size share a forward call
+            groups.setdefault(x.shape, []).append(i)
+        for idx in groups.values():
+            batch = np.repeat(np.stack([padded[i] for i in idx])[..., None], CONFIG.input_channels, axis=-1)
             probs = self.forward(batch)
             for k, i in enumerate(idx):
                 h, w = grays[i].shape
@@ -169,11 +167,6 @@ def predictor_for(model, name: str, entry=None, **kwargs) -> Predictor:
     rule = FindingRule(**(entry.get("findings") or {})) if entry is not None else None
     score = (entry.image_score if entry is not None else None) or "max_prob"
     return Predictor(model, name, tta=bool(inference.get("tta", False)), finding_rule=rule, image_score=score, **kwargs)
-
-
-def _padded_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    m = CONFIG.pad_multiple
-    return (-(-shape[0] // m) * m, -(-shape[1] // m) * m)
 
 
 def _predict_probs(predictor, images: list[np.ndarray]) -> list[np.ndarray]:

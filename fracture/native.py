@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from fracture.dataset import FracAtlas, Record
-from image_io import ImageLoadError, native_scale, pad_to_multiple, to_model_gray, to_native_gray  # noqa: F401 (re-exported)
+from image_io import ImageLoadError, native_scale, to_model_gray, to_native_gray
 from important_variables import CONFIG
 
 log = logging.getLogger(__name__)
