@@ -107,6 +107,7 @@ class PredictionResult:
     rule: FindingRule | None = None
     image_score_name: str = "max_prob"
     _comp: _Components | None = field(default=None, init=False, repr=False, compare=False)
+    _scores: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_prob(cls, prob: np.ndarray, height: int, width: int, threshold: float,
@@ -136,8 +137,14 @@ class PredictionResult:
         return float(self.prob.max()) if self.prob.size else 0.0
 
     def image_scores(self) -> dict[str, float]:
-        """Every candidate image-level score ({name: value in [0, 1]}, see findings.image_scores)."""
-        return image_scores(self.prob, [f.score for f in self.findings], self.rule or FindingRule())
+        """Every candidate image-level score ({name: value in [0, 1]}, see findings.image_scores).
+
+        Computed once per result (the top-k partition runs over the whole map) and shared by
+        the report, the threshold choice and the calibration; a copy is returned.
+        """
+        if self._scores is None:
+            self._scores = image_scores(self.prob, [f.score for f in self.findings], self.rule or FindingRule())
+        return dict(self._scores)
 
     @property
     def image_score(self) -> float:
