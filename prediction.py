@@ -101,25 +101,39 @@ class Predictor:
 
     def __init__(self, model, name: str = "model", jit_compile: bool = False, warmup: bool = True, *,
                  tta: bool = False, finding_rule: FindingRule | None = None, image_score: str = "max_prob"):
-        import tensorflow as tf
-
         self.model = model
         self.name = name
         self.tta = tta
         self.finding_rule = finding_rule or FindingRule()
         self.image_score = image_score
         self.native = model.input_shape[1] is None
+        self._forward = self._compiled_forward(model, jit_compile)
+        if warmup:
+            w = CONFIG.pad_multiple * 4 if self.native else S
+            self.forward(np.zeros((1, w, w, CONFIG.input_channels), np.float32))
+
+    def _compiled_forward(self, model, jit_compile: bool) -> Callable[[np.ndarray], np.ndarray]:
+        """(N, h, w, 3) float32 → (N, h, w) float32 numpy fracture probability, traced once.
+
+        TensorFlow (the app, the CLIs): a ``tf.function`` with a fixed input signature.
+        Another Keras backend (the trainer's validator on a GPU machine that has JAX but no
+        TensorFlow): ``model.predict_on_batch``, which that backend compiles per input shape.
+        """
+        import keras
+
+        ch = CONFIG.fracture_channel
+        if keras.backend.backend() != "tensorflow":
+            return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))[..., ch].astype(np.float32)
+        import tensorflow as tf
+
         side = None if self.native else S
         spec = tf.TensorSpec([None, side, side, CONFIG.input_channels], tf.float32)
 
         @tf.function(input_signature=[spec], jit_compile=jit_compile, reduce_retracing=True)
         def _forward(x):
-            return tf.cast(model(x, training=False)[..., CONFIG.fracture_channel], tf.float32)
+            return tf.cast(model(x, training=False)[..., ch], tf.float32)
 
-        self._forward = _forward
-        if warmup:
-            w = CONFIG.pad_multiple * 4 if self.native else S
-            self.forward(np.zeros((1, w, w, CONFIG.input_channels), np.float32))
+        return lambda x: _forward(x).numpy()
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) float32 in [0, 1] → (N, h, w) float32 fracture probability (h = w = 256 when fixed).
@@ -128,8 +142,8 @@ class Predictor:
         """
         x = np.asarray(batch, np.float32)
         if not self.tta:
-            return self._forward(x).numpy()
-        both = self._forward(np.concatenate([x, x[:, :, ::-1]])).numpy()
+            return self._forward(x)
+        both = self._forward(np.concatenate([x, x[:, :, ::-1]]))
         return 0.5 * (both[: len(x)] + both[len(x) :, :, ::-1])
 
     def predict_probs(self, images: list[np.ndarray]) -> list[np.ndarray]:

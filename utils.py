@@ -104,6 +104,44 @@ def ce_dice_fractured_loss(y_true, y_pred, smooth: float = SMOOTH):
     return ce + dice_term
 
 
+#: Pixels pooled into the image-level term of :func:`ce_dice_topk_loss`: the same k as the
+#: ``topk_mean`` image score (``findings.FindingRule.topk_px``), so training sharpens what is scored.
+TOPK_PX = 64
+_EPS = 1e-6
+
+
+def topk_image_bce(y_true, y_pred, k: int = TOPK_PX):
+    """Per-sample binary cross-entropy of the mean of the ``k`` highest fracture probabilities
+    against "this sample holds fracture pixels"; shape (B,).
+
+    The gradient reaches only the k most confident pixels of each sample: on a negative those
+    are exactly the false findings. The clip acts only when that mean is already within 1e-6
+    of its target, so it does not cut the gradient that matters (the trap of issue 9 was a
+    clip on the per-pixel probabilities before the cross-entropy).
+    """
+    t, p = _fracture_channel(y_true, y_pred)
+    n = ops.shape(p)[0]
+    top = ops.mean(ops.top_k(ops.reshape(p, (n, -1)), k)[0], axis=-1)
+    top = ops.clip(top, _EPS, 1.0 - _EPS)
+    has = ops.cast(ops.sum(t, axis=(1, 2)) > 0, "float32")
+    return -(has * ops.log(top) + (1.0 - has) * ops.log(1.0 - top))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE, name="ce_dice_topk_loss")
+def ce_dice_topk_loss(y_true, y_pred):
+    """:func:`ce_dice_fractured_loss` + the batch mean of :func:`topk_image_bce`.
+
+    For the false findings on negative images that the per-pixel loss left (issue 9): a
+    negative crop whose most confident pixels say "fracture" now costs as much as a whole
+    misclassified image, not a few hundred pixels out of 65,536.
+    """
+    return ce_dice_fractured_loss(y_true, y_pred) + ops.mean(topk_image_bce(y_true, y_pred))
+
+
+#: ``train.py --loss`` choices.
+TRAINING_LOSSES = {"ce_dice_fractured": ce_dice_fractured_loss, "ce_dice_topk": ce_dice_topk_loss}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="hard_dice")
 def hard_dice(y_true, y_pred, threshold: float = 0.5):
     """Dice of the thresholded fracture probability (>= threshold), whole batch; a metric."""

@@ -1,8 +1,8 @@
 """One row of the issue-9 ablation: weights + inference settings scored on the valid split by evaluate's own code.
 
-    python benchmarks/ablation_valid.py --model unet --weights checkpoints/native/unet/epochs/ep020.weights.h5 --native \
+    python benchmarks/ablation_valid.py --model unet --weights checkpoints/gpu/phase1/half_unet/epochs/ep014.weights.h5 --native \
         [--low-ratio 0.8] [--max-findings 3] [--tta] [--label TEXT]
-    python benchmarks/ablation_valid.py --model unet --weights Saved_model/unet.keras          # the seed, 256x256 squeeze
+    python benchmarks/ablation_valid.py --model unet --weights SEED.keras    # a .keras file at the 256x256 squeeze (the seed rows)
 
 Runs ``evaluation.evaluator.evaluate`` with ``choose=True`` (threshold by the findings F1 at
 IoU >= 0.25, borderline margin, image score, as ``evaluate.py --choose-threshold``) and prints

@@ -4,10 +4,10 @@
                                         [--precisions float32 mixed_bfloat16] [--quick]
 
 For each model and Keras dtype policy it runs the real training input pipeline
-(``fracture.native.crop_dataset``: 50/50 sampler, augmentation included) into
+(``fracture.native.crop_batches``: 50/50 sampler, augmentation included) into
 ``model.fit`` of a freshly built model with the training loss, and times ``--steps``
 batches after ``--warmup-steps`` (tracing) batches. It also times the input pipeline
-alone, so a slow step can be attributed. ``mixed_bfloat16`` is measured only where the
+alone (one thread; the trainer draws batches on every core), so a slow step can be attributed. ``mixed_bfloat16`` is measured only where the
 CPU has AMX (``amx_bf16``), unless ``--force-bf16``: elsewhere bf16 is emulated, and the
 trainer never picks it. Only ``--limit`` fractured + ``--limit`` negative train images
 are decoded (speed does not depend on which). Prints a table and the JSON.
@@ -30,20 +30,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger("bench_training")
 
 
-def _dataset(split, batch_size: int, n_batches: int):
-    from fracture.native import crop_dataset
+def _batches(split, batch_size: int):
+    from fracture.native import crop_batches
 
-    return crop_dataset(split, batch_size, seed=1337, start=0).take(n_batches)
+    return crop_batches(split, batch_size, seed=1337, start=0)
 
 
 def bench_pipeline(split, batch_size: int, steps: int) -> float:
-    """Input pipeline alone: images/s."""
-    it = iter(_dataset(split, batch_size, steps + 2))
-    next(it)
-    next(it)
+    """Input pipeline alone, one thread: images/s."""
+    data = _batches(split, batch_size)
+    data[0]
     t = time.perf_counter()
-    for _ in range(steps):
-        next(it)
+    for i in range(steps):
+        data[i + 1]
     return batch_size * steps / (time.perf_counter() - t)
 
 
@@ -68,7 +67,7 @@ def bench_fit(name: str, split, precision: str, batch_size: int, warmup: int, st
             times.append(time.perf_counter() - self.t)
 
     t0 = time.perf_counter()
-    model.fit(_dataset(split, batch_size, warmup + steps), epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
+    model.fit(_batches(split, batch_size), epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[Clock()])
     total = time.perf_counter() - t0
     timed = times[warmup:]
     return {

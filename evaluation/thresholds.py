@@ -96,7 +96,7 @@ def threshold_record(report: dict) -> dict:
             "split": report["split"],
             "fractured_images": report["counts"]["fractured_images"],
             "negative_images": report["counts"]["negative_images"],
-            "swept": f"{SWEEP[0]:.2f}..{SWEEP[-1]:.2f} step 0.05",
+            "swept": ", ".join(f"{t:.2f}" for t in SWEEP),
             "model_sha256": report["model_sha256"],
             "date": report["date"],
         },

@@ -45,8 +45,15 @@ class Validator:
         return cases
 
     def _predictor(self, model_or_predictor):
-        """A ``prediction.Predictor`` (or anything with ``forward``) as is; a Keras model wrapped once."""
-        if hasattr(model_or_predictor, "forward") or hasattr(model_or_predictor, "predict_probs"):
+        """A ``prediction.Predictor`` (or anything with ``forward``) as is; a Keras model wrapped once.
+
+        A Keras model is recognised by type first: on the PyTorch backend it is a
+        ``torch.nn.Module`` and so has a ``forward`` of its own.
+        """
+        import keras
+
+        if not isinstance(model_or_predictor, keras.Model) and (
+                hasattr(model_or_predictor, "forward") or hasattr(model_or_predictor, "predict_probs")):
             return model_or_predictor
         if self._wrapped[0] is not model_or_predictor:
             from prediction import Predictor

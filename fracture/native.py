@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,8 @@ def load_native_split(ds: FracAtlas, split: str, limit: int | None = None, use_c
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         flat_i, shapes = _pack(imgs)
         flat_m, _ = _pack(masks)
-        tmp = cache_file.with_suffix(".tmp.npz")
+        # Per process: runs started side by side decode the same split and must not share a partial file.
+        tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, images=flat_i, masks=flat_m, shapes=shapes, ids=np.array(ids), fractured=result.fractured,
                  scales=result.scales, skipped=np.array(skipped, dtype=str))
         os.replace(tmp, cache_file)
@@ -138,20 +138,26 @@ class CropAugment:
     brightness_range: tuple[float, float] = (-0.08, 0.08)
 
 
+def fracture_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs) int arrays of the fracture pixels of ``mask`` (computed once per image by :class:`CropSampler`)."""
+    return np.nonzero(mask)
+
+
 def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop: int, centre_on_fracture: bool,
-                aug: CropAugment | None) -> tuple[np.ndarray, np.ndarray]:
+                aug: CropAugment | None, pixels: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One ``crop`` x ``crop`` training view of a native-scale image.
 
     image (h, w) uint8, mask (h, w) uint8. Returns (crop, crop) float32 in [0, 1] and
     (crop, crop) uint8 mask. With ``centre_on_fracture`` (and fracture pixels present)
     the crop holds a random fracture pixel at a uniform position at least
     ``FRACTURE_EDGE_PX`` from its border, else the crop is uniform over the image.
-    Outside the image is black (as the zero padding at prediction time).
+    Outside the image is black (as the zero padding at prediction time). ``pixels``:
+    :func:`fracture_pixels` of ``mask`` when the caller has them already.
     """
     h, w = image.shape
     half = crop / 2.0
-    if centre_on_fracture and mask.any():
-        ys, xs = np.nonzero(mask)
+    ys, xs = pixels if pixels is not None else (fracture_pixels(mask) if centre_on_fracture else ((), ()))
+    if centre_on_fracture and len(ys):
         k = rng.integers(len(ys))
         # Anywhere in the crop, not near its centre: a fracture always near the
         # centre teaches a position prior that whole-image prediction does not have
@@ -179,31 +185,60 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
 
 
-def crop_stream(split: NativeSplit, rng: np.random.Generator, crop: int = CONFIG.input_size, fractured_share: float = 0.5,
-                aug: CropAugment | None = CropAugment()) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless (x (crop, crop, 3) float32, y (crop, crop, 2) float32 one-hot) training samples.
+class CropSampler:
+    """Training batches of a split: the 50/50 sampler of issue 9, one batch per call.
 
-    A 50/50 sampler by default: a sample is a fracture-centred crop of a random
-    fractured image with probability ``fractured_share``, else a random crop of a
-    random negative image.
+    A sample is a fracture-holding crop of a random fractured image with probability
+    ``fractured_share``, else a random crop of a random negative image. Stateless per
+    call (the caller passes the generator), so several threads may draw batches at once.
     """
-    frac = np.flatnonzero(split.fractured)
-    neg = np.flatnonzero(~split.fractured)
-    while True:
-        use_frac = len(frac) and (not len(neg) or rng.random() < fractured_share)
-        i = int(rng.choice(frac if use_frac else neg))
-        g, m = sample_crop(split.images[i], split.masks[i], rng, crop, bool(use_frac), aug)
-        x = np.repeat(g[..., None], CONFIG.input_channels, axis=-1)
-        mf = m.astype(np.float32)
-        yield x, np.stack([1.0 - mf, mf], axis=-1)
+
+    def __init__(self, split: NativeSplit, crop: int = CONFIG.input_size, fractured_share: float = 0.5,
+                 aug: CropAugment | None = CropAugment()):
+        self.split, self.crop, self.fractured_share, self.aug = split, crop, fractured_share, aug
+        self.frac = np.flatnonzero(split.fractured)
+        self.neg = np.flatnonzero(~split.fractured)
+        self._pixels = {int(i): fracture_pixels(split.masks[i]) for i in self.frac}
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, crop, crop, 3) float32 in [0, 1] (grey replicated), y (B, crop, crop, 2) float32 one-hot."""
+        c, ch = self.crop, CONFIG.fracture_channel
+        x = np.empty((batch_size, c, c, CONFIG.input_channels), np.float32)
+        y = np.zeros((batch_size, c, c, CONFIG.num_classes), np.float32)
+        for b in range(batch_size):
+            use_frac = len(self.frac) and (not len(self.neg) or rng.random() < self.fractured_share)
+            i = int(rng.choice(self.frac if use_frac else self.neg))
+            g, m = sample_crop(self.split.images[i], self.split.masks[i], rng, c, bool(use_frac), self.aug,
+                               self._pixels.get(i, ((), ())))
+            x[b] = g[..., None]
+            y[b, ..., ch] = m
+        y[..., 1 - ch] = 1.0 - y[..., ch]
+        return x, y
 
 
-def crop_dataset(split: NativeSplit, batch_size: int, seed: int, start: int, crop: int = CONFIG.input_size,
-                 fractured_share: float = 0.5):
-    """Endless batched tf.data pipeline over :func:`crop_stream`, seeded by (seed, start)."""
-    import tensorflow as tf
+def crop_batches(split: NativeSplit, batch_size: int, seed: int, start: int, crop: int = CONFIG.input_size,
+                 fractured_share: float = 0.5, workers: int | None = None):
+    """Endless ``keras.utils.PyDataset`` of :meth:`CropSampler.batch` batches (any Keras backend).
 
-    rng = np.random.default_rng([seed, start])
-    sig = (tf.TensorSpec((crop, crop, CONFIG.input_channels), tf.float32), tf.TensorSpec((crop, crop, CONFIG.num_classes), tf.float32))
-    ds = tf.data.Dataset.from_generator(lambda: crop_stream(split, rng, crop, fractured_share), output_signature=sig)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(4)
+    Batch ``i`` is drawn with the generator seeded by (seed, start, i): reproducible with
+    any number of worker threads, and a run resumed at another ``start`` epoch draws new
+    crops instead of replaying the first ones. ``workers`` threads (default: the CPU count;
+    OpenCV releases the GIL in the warps).
+    """
+    import keras
+
+    sampler = CropSampler(split, crop, fractured_share)
+    n_workers = workers or os.cpu_count() or 2
+
+    class CropBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=n_workers, use_multiprocessing=False, max_queue_size=4 * n_workers)
+
+        @property
+        def num_batches(self):
+            return None  # endless: fit's steps_per_epoch ends an epoch
+
+        def __getitem__(self, index):
+            return sampler.batch(np.random.default_rng([seed, start, int(index)]), batch_size)
+
+    return CropBatches()

@@ -276,19 +276,86 @@ def test_a_fracture_centred_crop_contains_fracture_pixels():
     assert np.mean(with_aug) >= 0.9  # rotation/scale may carry a fracture near the edge out, rarely
 
 
-def test_crop_stream_keeps_the_fractured_share_and_shapes():
-    from fracture.native import crop_stream
+def test_crop_batches_keep_the_fractured_share_shapes_and_seeding():
+    from fracture.native import crop_batches
 
     split = _toy_split()
     for share in (0.5, 0.2):
-        stream = crop_stream(split, np.random.default_rng(7), crop=64, fractured_share=share)
-        xs, ys = zip(*(next(stream) for _ in range(1000)), strict=True)
-        assert xs[0].shape == (64, 64, 3) and xs[0].dtype == np.float32 and ys[0].shape == (64, 64, 2) and ys[0].dtype == np.float32
-        assert all(0.0 <= x.min() and x.max() <= 1.0 for x in xs[:50])
-        np.testing.assert_array_equal(ys[0].sum(-1), 1.0)  # one-hot
-        with_fracture = np.mean([y[..., 1].any() for y in ys])
+        data = crop_batches(split, batch_size=50, seed=7, start=0, crop=64, fractured_share=share, workers=2)
+        assert data.num_batches is None  # endless: steps_per_epoch ends an epoch
+        xs, ys = zip(*(data[i] for i in range(20)), strict=True)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        assert x.shape == (1000, 64, 64, 3) and x.dtype == np.float32 and y.shape == (1000, 64, 64, 2) and y.dtype == np.float32
+        assert 0.0 <= x.min() and x.max() <= 1.0
+        np.testing.assert_array_equal(y.sum(-1), 1.0)  # one-hot
+        np.testing.assert_array_equal(x[..., 0], x[..., 2])  # grey replicated
         # Every fracture-centred crop holds fracture pixels; a negative's crop never does.
-        assert with_fracture == pytest.approx(share, abs=0.05)
+        assert y[..., 1].any(axis=(1, 2)).mean() == pytest.approx(share, abs=0.05)
+    # Batch i depends on (seed, start, i) only: the same again, another start draws other crops.
+    a = crop_batches(split, 4, seed=7, start=0, crop=64)
+    np.testing.assert_array_equal(a[3][0], crop_batches(split, 4, seed=7, start=0, crop=64)[3][0])
+    assert not np.array_equal(a[3][0], crop_batches(split, 4, seed=7, start=1, crop=64)[3][0])
+
+
+def test_topk_image_term_by_hand():
+    """utils.topk_image_bce: -log(mean of the k highest p) for a fractured sample, -log(1 - that mean) for a negative."""
+    import utils
+
+    p = np.full((2, 16, 16), 0.1)
+    p[0, :2, :] = 0.9  # 32 pixels at 0.9
+    p[1, 0, :8] = 0.6  # 8 pixels at 0.6
+    mask = np.zeros((2, 16, 16))
+    mask[0, 5, 5] = 1  # sample 0 fractured, sample 1 negative
+    y, pred = _onehot(mask).astype(np.float32), np.stack([1 - p, p], -1).astype(np.float32)
+    got = np.asarray(utils.topk_image_bce(y, pred, k=64))
+    top0 = (32 * 0.9 + 32 * 0.1) / 64  # the 64 highest of sample 0
+    top1 = (8 * 0.6 + 56 * 0.1) / 64
+    np.testing.assert_allclose(got, [-np.log(top0), -np.log(1 - top1)], rtol=1e-5)
+    total = float(utils.ce_dice_topk_loss(y, pred))
+    assert total == pytest.approx(_loss(y, pred) + got.mean(), rel=1e-5)
+
+
+def test_time_budget_learning_rate():
+    assert train.time_lr(1e-3, 0.0, epoch=0) == pytest.approx(2e-4)  # warm-up epoch
+    assert train.time_lr(1e-3, 0.0, epoch=1) == pytest.approx(1e-3)
+    assert train.time_lr(1e-3, 0.5, epoch=3) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert train.time_lr(1e-3, 1.0, epoch=9) == pytest.approx(5e-5)
+    assert train.time_lr(1e-3, 3.0, epoch=9) == pytest.approx(5e-5)  # past the budget: the floor
+
+
+def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_path):
+    """--time-budget-minutes: the loss chosen by --loss, the lr set per epoch, and stop once the time is spent."""
+    assert train.main(["--model", "encoder_decoder", "--epochs", "5", "--time-budget-minutes", "0.0001",
+                       "--loss", "ce_dice_topk", "--lr", "1e-3", *_args(data_dir, tmp_path)]) == 0
+    run = tmp_path / "ckpt" / "encoder_decoder"
+    rows = _history(run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["0"]  # stopped after the first epoch of the five
+    assert float(rows[0]["lr"]) == pytest.approx(2e-4)
+    assert json.loads((run / "runs.jsonl").read_text())["loss"] == "ce_dice_topk"
+    # Snapshots hold the weights only (no optimizer slots): they load into a fresh, uncompiled model.
+    model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
+    assert model.count_params() == 1_554_498
+
+
+def test_pack_run_shortlists_the_best_epochs_and_the_last(tmp_path):
+    sys.path.insert(0, str(CONFIG.repo_root / "tools"))
+    import pack_run
+
+    run = tmp_path / "half" / "unet"
+    (run / "epochs").mkdir(parents=True)
+    rows = [("0", "0.1", "0.5", "0.6"), ("1", "0.3", "0.2", "0.7"), ("2", "0.2", "0.4", "0.9"), ("3", "0.2", "0.1", "0.5")]
+    with open(run / "history.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "val_dice", "val_ap25", "val_auc"])
+        w.writerows(rows)
+    for e in range(1, 5):
+        (run / "epochs" / f"ep{e:03d}.weights.h5").write_bytes(b"x" * e)
+    assert pack_run.shortlist(run) == [2, 1, 3, 4]  # best Dice, best AP@25, best AUC, last
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.log").write_text("log")
+    assert pack_run.main([str(out), str(run)]) == 0
+    assert sorted(f.name for f in out.iterdir()) == ["half_unet_weights_0.tar", "half_unet_weights_1.tar", "runs_logs.tar.gz"]
 
 
 # --------------------------------------------------------------------------- precision
