@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from important_variables import CONFIG
+
 #: Image-level scores the evaluation can choose between (see :func:`image_scores`).
 IMAGE_SCORES: tuple[str, ...] = ("max_prob", "topk_mean", "best_finding")
 
@@ -34,7 +36,7 @@ class FindingRule:
     low_ratio: float = 1.0
     min_area_px: int = 4
     max_findings: int | None = None
-    topk_px: int = 64
+    topk_px: int = CONFIG.image_score_topk_px
 
 
 def regions(prob: np.ndarray, threshold: float, rule: FindingRule = FindingRule()) -> tuple[list[tuple[float, tuple[int, int, int, int], int]], np.ndarray]:

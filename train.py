@@ -97,7 +97,7 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="crops per step")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (warm-up from 10%% of it, cosine decay to 5%% of it)")
     p.add_argument("--warmup-steps", type=_non_negative_int, default=100, help="linear warm-up steps before the cosine decay")
-    p.add_argument("--loss", choices=["ce_dice_fractured", "ce_dice_topk"], default="ce_dice_fractured",
+    p.add_argument("--loss", choices=sorted(LOSS_NOTES), default="ce_dice_fractured",
                    help="training loss: cross-entropy + per-image Dice on fractured samples, optionally + the top-64 image-level "
                    "cross-entropy (utils.ce_dice_topk_loss)")
     p.add_argument("--fractured-share", type=_share, default=0.5, help="share of samples that are fracture-holding crops")
@@ -230,6 +230,10 @@ def make_callbacks(args, ckpt: Path, validator, probe_x: np.ndarray, schedule, b
 
     t0 = time.time()
 
+    def minutes() -> float:
+        """Training minutes of the run so far, earlier invocations included."""
+        return minutes_offset + (time.time() - t0) / 60
+
     class ValidScores(keras.callbacks.Callback):
         """Valid scores from ``evaluation.validator.Validator`` into the epoch logs; the collapse probe."""
 
@@ -258,7 +262,7 @@ def make_callbacks(args, ckpt: Path, validator, probe_x: np.ndarray, schedule, b
             lr = schedule(step) if callable(schedule) else self.model.optimizer.learning_rate
             logs["lr"] = float(keras.ops.convert_to_numpy(lr))
             logs["samples"] = self.samples0 + (int(step.numpy()) - self.step0) * args.batch_size
-            logs["minutes"] = round(minutes_offset + (time.time() - t0) / 60, 2)
+            logs["minutes"] = round(minutes(), 2)
 
     checkpoint = keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor=args.monitor, mode="max", save_best_only=True,
                                                  initial_value_threshold=best_so_far)
@@ -282,7 +286,7 @@ def make_callbacks(args, ckpt: Path, validator, probe_x: np.ndarray, schedule, b
         """``--time-budget-minutes``: the learning rate of :func:`time_lr` at each epoch start; stop once the time is spent."""
 
         def fraction(self) -> float:
-            return (minutes_offset + (time.time() - t0) / 60) / args.time_budget_minutes
+            return minutes() / args.time_budget_minutes
 
         def on_epoch_begin(self, epoch, logs=None):
             self.model.optimizer.learning_rate = time_lr(args.lr, self.fraction(), epoch)

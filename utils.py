@@ -104,13 +104,10 @@ def ce_dice_fractured_loss(y_true, y_pred, smooth: float = SMOOTH):
     return ce + dice_term
 
 
-#: Pixels pooled into the image-level term of :func:`ce_dice_topk_loss`: the same k as the
-#: ``topk_mean`` image score (``findings.FindingRule.topk_px``), so training sharpens what is scored.
-TOPK_PX = 64
 _EPS = 1e-6
 
 
-def topk_image_bce(y_true, y_pred, k: int = TOPK_PX):
+def topk_image_bce(y_true, y_pred, k: int = CONFIG.image_score_topk_px):
     """Per-sample binary cross-entropy of the mean of the ``k`` highest fracture probabilities
     against "this sample holds fracture pixels"; shape (B,).
 

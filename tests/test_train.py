@@ -315,6 +315,12 @@ def test_topk_image_term_by_hand():
     assert total == pytest.approx(_loss(y, pred) + got.mean(), rel=1e-5)
 
 
+def test_every_training_loss_has_its_manifest_note():
+    import utils
+
+    assert set(train.LOSS_NOTES) == set(utils.TRAINING_LOSSES)
+
+
 def test_time_budget_learning_rate():
     assert train.time_lr(1e-3, 0.0, epoch=0) == pytest.approx(2e-4)  # warm-up epoch
     assert train.time_lr(1e-3, 0.0, epoch=1) == pytest.approx(1e-3)
