@@ -90,6 +90,14 @@ def findings_rows(findings) -> list[dict]:
     ]
 
 
+def finding_score_caption(rule) -> str:
+    """What the findings table's score is, for ``rule`` (a ``findings.FindingRule`` or None)."""
+    if rule is not None and rule.score == "mean":
+        return ("Score: the mean fracture score over the finding's marked region (it can be below the "
+                "threshold; a region becomes a finding when its highest score reaches the threshold).")
+    return "Score: the highest fracture score inside the finding's marked region."
+
+
 def no_finding_message(threshold: float) -> str:
     return f"No fracture found at threshold {threshold:.2f}."
 

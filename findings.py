@@ -21,6 +21,8 @@ from important_variables import CONFIG
 
 #: Image-level scores the evaluation can choose between (see :func:`image_scores`).
 IMAGE_SCORES: tuple[str, ...] = ("max_prob", "topk_mean", "best_finding")
+#: What a finding's score can be (``FindingRule.score``): its region's maximum or mean probability.
+FINDING_SCORES: tuple[str, ...] = ("max", "mean")
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,32 @@ class FindingRule:
     low_ratio: pixels ``>= low_ratio * threshold`` connected to a seed join its region
     (1.0 = plain thresholding). min_area_px: smaller regions are specks and dropped.
     max_findings: keep only the best few (None = all). topk_px: pixels averaged by the
-    ``topk_mean`` image score.
+    ``topk_mean`` image score. score: what a finding is scored (and ranked) by, its
+    region's ``"max"`` or ``"mean"`` probability; a region is a finding only if its
+    maximum reaches the threshold either way.
+
+    Why ``"mean"`` exists: the trained nets saturate, so most regions peak at 0.99+ and the
+    maximum barely ranks them; the region mean separates a solid region from a thin rim
+    around one hot pixel (U-Net on valid at threshold 0.9: box AP@50 0.140 -> 0.166).
     """
 
     low_ratio: float = 1.0
     min_area_px: int = 4
     max_findings: int | None = None
     topk_px: int = CONFIG.image_score_topk_px
+    score: str = "max"
+
+    def __post_init__(self):
+        if self.score not in FINDING_SCORES:
+            raise ValueError(f"finding score {self.score!r}: expected one of {', '.join(FINDING_SCORES)}")
 
 
 def regions(prob: np.ndarray, threshold: float, rule: FindingRule = FindingRule()) -> tuple[list[tuple[float, tuple[int, int, int, int], int]], np.ndarray]:
     """Regions of ``prob`` under ``rule``: ([(score, box, area_px)] best first, labels (H, W) int32).
 
-    score is the region's maximum probability (>= threshold). ``labels`` numbers the
+    A region is kept when its maximum probability is >= threshold; its score is that
+    maximum, or with ``rule.score == "mean"`` its mean probability (>= the grow level
+    ``low_ratio * threshold``, so possibly below the threshold). ``labels`` numbers the
     kept regions 1..K in the order of the list (0 = background), so a mask of the
     findings is ``labels > 0`` and connected components run once per call.
     """
@@ -56,9 +71,11 @@ def regions(prob: np.ndarray, threshold: float, rule: FindingRule = FindingRule(
         if area < rule.min_area_px:
             continue
         inside = labels[y : y + bh, x : x + bw] == lab
-        score = float(prob[y : y + bh, x : x + bw][inside].max())
-        if score < threshold:  # grown area without a seed
+        values = prob[y : y + bh, x : x + bw][inside]
+        peak = float(values.max())
+        if peak < threshold:  # grown area without a seed
             continue
+        score = peak if rule.score == "max" else float(values.mean())
         found.append((score, (x, y, x + bw, y + bh), area, lab))
     found.sort(key=lambda t: -t[0])
     if rule.max_findings is not None:

@@ -19,7 +19,7 @@ from app_text import CREDIT, DATA_FACTS, DISCLAIMER, LIMITS, METRICS_EXPLAINED, 
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
 from model_manifest import model_entry, read_manifest_or_empty
 
-FACTS = ("params", "epochs", "training_minutes", "threshold", "threshold_source", "borderline_margin", "image_score")
+FACTS = ("params", "epochs", "samples_seen", "training_minutes", "threshold", "threshold_source", "borderline_margin", "image_score")
 
 
 def _entry(manifest: dict, name: str) -> dict:

@@ -33,6 +33,7 @@ def reading_ui(result, model: str, threshold: float, manifest: dict) -> tuple[st
         st.markdown(f":orange-badge[:material/search: Possible fracture] **{len(result.findings)} finding(s)** "
                     f"at threshold {threshold:.2f} ({top}). Review the marked region(s).{likely}")
         st.dataframe(sup.findings_rows(result.findings), hide_index=True, width="stretch")
+        st.caption(sup.finding_score_caption(result.rule))
     elif status == BORDERLINE:
         st.warning(f"Borderline: no region reached threshold {threshold:.2f}, but the {top} is within "
                    f"{margin:.2f} of it. Review this area (dashed box).{likely}", icon=":material/visibility:")

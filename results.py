@@ -25,7 +25,8 @@ class Finding:
 
     index: 1-based number shown on the overlay, findings sorted by score (highest first).
     box: (x0, y0, x1, y1) in original pixels, x1/y1 exclusive.
-    score: the region's maximum probability, in [threshold, 1].
+    score: the region's maximum probability, in [threshold, 1], or with the finding rule's
+    ``score="mean"`` its mean probability, in [grow level, 1] (see ``findings.FindingRule``).
     area_px: region size in original pixels.
     """
 

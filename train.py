@@ -61,8 +61,12 @@ MONITORS = ("val_dice", "val_ap25", "val_ap50", "val_auc")
 #: ``evaluate.py --choose-threshold --write-manifest`` chose for those weights (a calibration curve or
 #: margin fitted to another model's scores would mislead). The inference settings (``findings``,
 #: ``image_score``, ``inference.tta``) stay: they may have been chosen for the new weights already.
+#: The training facts (:func:`run_facts`, :func:`soup_facts`, the note) are replaced as a whole: a key
+#: the new weights have no value for (a weight average has no epoch) must not keep the old one's.
 STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criterion", "calibration",
-                 "valid_dice_at_0.5", "valid_dice_note", "valid_negatives_clean_at_0.5", "selected_on")
+                 "valid_dice_at_0.5", "valid_dice_note", "valid_negatives_clean_at_0.5", "selected_on",
+                 "training_command", "epochs", "samples_seen", "training_minutes", "training_precision", "loss",
+                 "shipped_from", "valid_at_epoch", "prior_training", "soup", "training_note")
 #: Steps after which the collapse probe logs the highest fracture probability (see issue 9: the
 #: clipped-loss run fell to exactly 0 within 300 steps).
 PROBE_EVERY, PROBE_UNTIL = 100, 600
@@ -418,6 +422,105 @@ def _source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarr
     return None
 
 
+def _run_dir(source: Path) -> Path:
+    """The checkpoint folder ``<checkpoint-dir>/<model>`` that holds ``source`` (best.keras or epochs/epNNN)."""
+    return source.parent.parent if source.parent.name == "epochs" else source.parent
+
+
+def run_facts(name: str, source: Path, weights: list[np.ndarray] | None = None) -> dict:
+    """Manifest facts of the training behind the weights in ``source``, from its run folder:
+    training_command, epochs, samples_seen, training_minutes, training_precision, loss,
+    shipped_from, valid_at_epoch, prior_training. Keys without a value are left out.
+    ``weights`` (those of ``source``) are needed only to find the epoch of an old trainer's best.keras."""
+    run_dir = _run_dir(source)
+    rows = read_history(run_dir / "history.csv")
+    if weights is None and not SNAPSHOT.fullmatch(source.name) and not (run_dir / "best.json").is_file():
+        weights = _load_weights_model(name, source).get_weights()
+    epoch = _source_epoch(name, source, run_dir, weights)
+    upto = rows[:epoch] if epoch is not None else rows
+    last = upto[-1] if upto else {}
+    runs = [json.loads(line) for line in (run_dir / "runs.jsonl").read_text().splitlines()] if (run_dir / "runs.jsonl").is_file() else []
+    commands = [r["command"] for i, r in enumerate(runs) if i == 0 or r["command"] != runs[i - 1]["command"]]
+    prior = json.loads((run_dir / "prior.json").read_text()) if (run_dir / "prior.json").is_file() else {}
+    facts = {
+        "training_command": " && ".join(c for c in (prior.get("training_command"), *commands) if c) or None,
+        "epochs": epoch if epoch is not None else len(rows),
+        "samples_seen": int(float(last["samples"])) if last.get("samples") else None,
+        "training_minutes": round(total_minutes(upto), 1),
+        "training_precision": sorted({r["precision"] for r in runs}) or None,
+        "loss": " then ".join(dict.fromkeys(LOSS_NOTES[r.get("loss", "ce_dice_fractured")] for r in runs)) or None,
+        "shipped_from": str(source),
+        "valid_at_epoch": {k: float(v) for k, v in last.items() if k.startswith("val_") and v not in ("", None)},
+        "prior_training": prior or None,
+    }
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- weight averages
+def soup_sidecar(weights_path: Path | str) -> Path:
+    """``X.weights.h5`` → ``X.soup.json``: the recipe of a weight-space average (see :func:`write_soup`)."""
+    p = Path(weights_path)
+    return p.with_name(p.name.removesuffix(".weights.h5") + ".soup.json")
+
+
+def average_snapshots(name: str, paths: list[Path | str], coefs: list[float] | None = None):
+    """A size-free ``name`` model holding the ``coefs``-weighted mean (normalised to sum 1; default equal)
+    of every variable of the snapshots (``.weights.h5`` or ``.keras`` of that architecture).
+
+    Why: fine-tunes of one parent usually sit in one basin, so their average ("model soup") can keep
+    what each learned at no training cost; whether it does is measured on valid like any other lever.
+    """
+    paths = [Path(p) for p in paths]
+    coefs = [1.0] * len(paths) if coefs is None else [float(c) for c in coefs]
+    if len(paths) < 2 or len(coefs) != len(paths) or min(coefs) < 0 or sum(coefs) <= 0:
+        raise UsageError("a weight average needs two or more snapshots and one non-negative weight each, not all zero")
+    total = sum(coefs)
+    acc = None
+    for path, c in zip(paths, coefs, strict=True):
+        w = [np.asarray(v, np.float64) * (c / total) for v in _load_weights_model(name, path).get_weights()]
+        acc = w if acc is None else [a + b for a, b in zip(acc, w, strict=True)]
+    model = _load_weights_model(name, paths[0])
+    model.set_weights([a.astype(np.float32) for a in acc])
+    return model
+
+
+def write_soup(name: str, out: Path | str, paths: list[Path | str], coefs: list[float] | None, command: str) -> Path:
+    """Average ``paths`` into ``out`` (.weights.h5) and write its recipe next to it (:func:`soup_sidecar`),
+    so that ``--ship-from out`` records the ingredients' training instead of an empty run folder."""
+    out = Path(out)
+    if not out.name.endswith(".weights.h5"):
+        raise UsageError(f"{out}: the average is written as a .weights.h5 file")
+    coefs = [1.0] * len(paths) if coefs is None else list(coefs)
+    model = average_snapshots(name, paths, coefs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(out)
+    total = float(sum(coefs))
+    recipe = {"model": name, "command": command,
+              "ingredients": [{"path": str(p), "weight": round(c / total, 6)} for p, c in zip(paths, coefs, strict=True)]}
+    soup_sidecar(out).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def soup_facts(name: str, source: Path) -> dict:
+    """Manifest facts of a weight average: each ingredient's :func:`run_facts` under ``soup``, and the
+    totals (samples, minutes) of the ingredients' own runs; a shared parent's training is in theirs."""
+    recipe = json.loads(soup_sidecar(source).read_text(encoding="utf-8"))
+    parts = []
+    for ing in recipe["ingredients"]:
+        facts = run_facts(name, Path(ing["path"]))
+        parts.append({"weight": ing["weight"], **facts})
+    losses = dict.fromkeys(p.get("loss") for p in parts if p.get("loss"))
+    return {
+        "training_command": " ; ".join(p.get("training_command", p["shipped_from"]) for p in parts) + " && " + recipe["command"],
+        "samples_seen": sum(p.get("samples_seen", 0) for p in parts),
+        "training_minutes": round(sum(p.get("training_minutes", 0.0) for p in parts), 1),
+        "training_precision": sorted({x for p in parts for x in p.get("training_precision", [])}) or None,
+        "loss": "weight average of runs trained with: " + " | ".join(losses) if losses else None,
+        "shipped_from": str(source),
+        "soup": {"command": recipe["command"], "ingredients": parts},
+    }
+
+
 def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model_dir, note: str | None = None) -> Path:
     """Write ``<out_dir>/<name>.keras`` (seed 256x256x3 input, float32, compiled with the training loss) with
     the weights of ``source`` and update its manifest entry (hash, params, training facts, inference scale).
@@ -433,7 +536,6 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
     from create_segmentation_model import build_model
 
     source, out_dir = Path(source), Path(out_dir)
-    run_dir = source.parent.parent if source.parent.name == "epochs" else source.parent
     keras.mixed_precision.set_global_policy("float32")  # shipped files run anywhere; bf16 is chosen when loading
     trained = _load_weights_model(name, source)
     seed = build_model(name)
@@ -445,35 +547,19 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
     seed.save(tmp)
     os.replace(tmp, path)
 
-    rows = read_history(run_dir / "history.csv")
-    epoch = _source_epoch(name, source, run_dir, trained.get_weights())
-    upto = rows[:epoch] if epoch is not None else rows
-    last = upto[-1] if upto else {}
-    runs = [json.loads(line) for line in (run_dir / "runs.jsonl").read_text().splitlines()] if (run_dir / "runs.jsonl").is_file() else []
-    commands = [r["command"] for i, r in enumerate(runs) if i == 0 or r["command"] != runs[i - 1]["command"]]
-    prior = json.loads((run_dir / "prior.json").read_text()) if (run_dir / "prior.json").is_file() else {}
     changes = {
         "file": path.name,
         "sha256": sha256_file(path),
         "params": int(seed.count_params()),
-        "training_command": " && ".join(c for c in (prior.get("training_command"), *commands) if c) or None,
-        "epochs": epoch if epoch is not None else len(rows),
-        "samples_seen": int(float(last["samples"])) if last.get("samples") else None,
-        "training_minutes": round(total_minutes(upto), 1),
-        "training_precision": sorted({r["precision"] for r in runs}) or None,
-        "loss": " then ".join(dict.fromkeys(LOSS_NOTES[r.get("loss", "ce_dice_fractured")] for r in runs)) or None,
-        "shipped_from": str(source),
-        "valid_at_epoch": {k: float(v) for k, v in last.items() if k.startswith("val_") and v not in ("", None)},
+        **(soup_facts(name, source) if soup_sidecar(source).is_file() else run_facts(name, source, trained.get_weights())),
         "inference": {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": CONFIG.pad_multiple},
         "threshold": CONFIG.default_threshold,
         "threshold_source": "default (not yet chosen on valid for these weights)",
     }
-    if prior:
-        changes["prior_training"] = prior
     if note:
         changes["training_note"] = note
     update_entry(name, {k: v for k, v in changes.items() if v is not None}, out_dir / MANIFEST_NAME, drop=STALE_ON_SHIP)
-    log.info("shipped %s (epoch %s of %s) to %s", name, epoch, run_dir, path)
+    log.info("shipped %s from %s to %s", name, source, path)
     return path
 
 

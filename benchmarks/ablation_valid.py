@@ -1,7 +1,7 @@
 """One row of the issue-9 ablation: weights + inference settings scored on the valid split by evaluate's own code.
 
     python benchmarks/ablation_valid.py --model unet --weights checkpoints/gpu/phase1/half_unet/epochs/ep014.weights.h5 --native \
-        [--low-ratio 0.8] [--max-findings 3] [--tta] [--label TEXT]
+        [--low-ratio 0.8] [--max-findings 3] [--finding-score mean] [--tta] [--label TEXT]
     python benchmarks/ablation_valid.py --model unet --weights SEED.keras    # a .keras file at the 256x256 squeeze (the seed rows)
 
 Runs ``evaluation.evaluator.evaluate`` with ``choose=True`` (threshold by the findings F1 at
@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from findings import FINDING_SCORES  # noqa: E402
 from important_variables import MODEL_NAMES  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--native", action="store_true", help="whole images at the training scale (else the seed's 256x256 squeeze)")
     p.add_argument("--low-ratio", type=float, default=1.0, help="hysteresis: grow findings to this fraction of the threshold (1 = off)")
     p.add_argument("--max-findings", type=int, default=None, help="keep at most this many findings per image (default: all)")
+    p.add_argument("--finding-score", choices=FINDING_SCORES, default="max", help="a finding's score: its region's max or mean probability")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped pass")
     p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the usual places)")
     p.add_argument("--label", default="", help="free text copied into the output line")
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
     from model_manifest import ModelEntry
     from prediction import predictor_for
 
-    findings = {"low_ratio": args.low_ratio, **({"max_findings": args.max_findings} if args.max_findings else {})}
+    findings = {"low_ratio": args.low_ratio, **({"max_findings": args.max_findings} if args.max_findings else {}),
+                **({"score": args.finding_score} if args.finding_score != "max" else {})}
     entry = ModelEntry(args.model, {"inference": {"scale": "native" if args.native else "fixed", "tta": args.tta}, "findings": findings})
     t0 = time.time()
     ev = evaluate(predictor_for(load(args.model, args.weights), args.model, entry), FracAtlas(require_data_dir(args.data)), "valid", 0.5,

@@ -64,3 +64,11 @@ def test_read_metrics_absent_or_broken(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert read_metrics(bad) is None
+
+
+def test_the_findings_table_says_what_its_score_is():
+    from findings import FindingRule
+
+    assert "mean fracture score" in sup.finding_score_caption(FindingRule(score="mean"))
+    assert "highest fracture score" in sup.finding_score_caption(FindingRule())
+    assert "highest fracture score" in sup.finding_score_caption(None)

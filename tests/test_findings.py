@@ -43,6 +43,23 @@ def test_speck_dropped_and_cap_keeps_best():
     assert [f[0] for f in capped] == [pytest.approx(0.95)] and labels.max() == 1
 
 
+def test_mean_score_ranks_a_solid_region_above_a_rim_around_one_hot_pixel():
+    prob = np.zeros((20, 30), np.float32)
+    prob[2:6, 2:7] = 0.81
+    prob[3, 3] = 0.99  # A: peaks at 0.99, mean (19 * 0.81 + 0.99) / 20 = 0.819
+    prob[10:14, 15:20] = 0.95  # B: flat 0.95
+    by_max, _ = regions(prob, 0.8, FindingRule())
+    by_mean, labels = regions(prob, 0.8, FindingRule(score="mean"))
+    assert [(round(s, 3), b) for s, b, _ in by_max] == [(0.99, (2, 2, 7, 6)), (0.95, (15, 10, 20, 14))]
+    assert [(round(s, 3), b) for s, b, _ in by_mean] == [(0.95, (15, 10, 20, 14)), (0.819, (2, 2, 7, 6))]
+    assert labels[11, 16] == 1 and labels[3, 3] == 2  # numbered in the order of the list
+    # The seed rule is the maximum either way: a grown region whose mean is below the threshold stays.
+    grown, _ = regions(_two_fragments(), 0.8, FindingRule(low_ratio=0.6, min_area_px=5, score="mean"))
+    assert len(grown) == 1 and grown[0][0] == pytest.approx((28 * 0.9 + 32 * 0.5 + 28 * 0.85) / 88)
+    with pytest.raises(ValueError, match="finding score 'median'"):
+        FindingRule(score="median")
+
+
 def test_image_scores():
     prob = np.zeros((10, 10), np.float32)
     prob[0, :4] = [1.0, 0.8, 0.6, 0.4]

@@ -364,6 +364,46 @@ def test_pack_run_shortlists_the_best_epochs_and_the_last(tmp_path):
     assert sorted(f.name for f in out.iterdir()) == ["half_unet_weights_0.tar", "half_unet_weights_1.tar", "runs_logs.tar.gz"]
 
 
+def test_weight_average_is_the_weighted_mean_and_ships_with_its_ingredients(tmp_path):
+    sys.path.insert(0, str(CONFIG.repo_root / "tools"))
+    import average_weights
+
+    from create_segmentation_model import build_model
+    from model_manifest import read_manifest
+
+    paths = []
+    for i, (value, samples) in enumerate(((1.0, 100), (4.0, 300))):
+        run = tmp_path / f"run{i}" / "encoder_decoder"
+        (run / "epochs").mkdir(parents=True)
+        m = build_model("encoder_decoder", (None, None, 3))
+        m.set_weights([np.full(w.shape, value, np.float32) for w in m.get_weights()])
+        paths.append(str(run / "epochs" / "ep002.weights.h5"))
+        m.save_weights(paths[-1])
+        (run / "history.csv").write_text(f"epoch,samples,minutes,val_dice\n0,{samples // 2},1.0,0.1\n1,{samples},2.0,0.2\n")
+        (run / "runs.jsonl").write_text(json.dumps({"command": f"python train.py run{i}", "precision": "float32", "loss": "ce_dice_topk"}) + "\n")
+    out = tmp_path / "soup" / "mix.weights.h5"
+    assert average_weights.main(["--model", "encoder_decoder", str(out), *paths, "--coef", "2", "1"]) == 0
+    soup = build_model("encoder_decoder", (None, None, 3))
+    soup.load_weights(out)
+    assert all(np.allclose(w, 2.0) for w in soup.get_weights())  # (2 * 1 + 1 * 4) / 3 in every kernel and bias
+
+    ship_dir = tmp_path / "shipped"
+    assert train.main(["--model", "encoder_decoder", "--ship-from", str(out), "--out-dir", str(ship_dir)]) == 0
+    entry = read_manifest(ship_dir / "manifest.json")["models"]["encoder_decoder"]
+    assert entry["samples_seen"] == 400 and entry["training_minutes"] == 4.0
+    assert [(i["weight"], i["epochs"], i["samples_seen"]) for i in entry["soup"]["ingredients"]] == [(0.666667, 2, 100), (0.333333, 2, 300)]
+    assert entry["training_command"].startswith("python train.py run0 ; python train.py run1 && python tools/average_weights.py")
+    assert "epochs" not in entry  # an average has no epoch of its own
+    # A plain snapshot shipped over it replaces every training fact, the soup's included.
+    assert train.main(["--model", "encoder_decoder", "--ship-from", paths[1], "--out-dir", str(ship_dir)]) == 0
+    entry = read_manifest(ship_dir / "manifest.json")["models"]["encoder_decoder"]
+    assert "soup" not in entry and entry["epochs"] == 2 and entry["samples_seen"] == 300
+
+    assert average_weights.main(["--model", "encoder_decoder", str(out), *paths, "--coef", "1"]) == 2
+    assert average_weights.main(["--model", "encoder_decoder", str(tmp_path / "x.keras"), *paths]) == 2
+    assert average_weights.main(["--model", "encoder_decoder", str(out), paths[0], str(tmp_path / "none.weights.h5")]) == 2
+
+
 # --------------------------------------------------------------------------- precision
 def test_amx_detection_reads_cpuinfo(tmp_path, monkeypatch):
     import create_segmentation_model as csm
