@@ -406,8 +406,9 @@ def _load_weights_model(name: str, source: Path):
     return model
 
 
-def _source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarray]) -> int | None:
-    """1-based epoch of the weights in ``source``: from its name, best.json, or by matching the snapshots."""
+def _source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarray] | None = None) -> int | None:
+    """1-based epoch of the weights in ``source``: from its name, best.json, or by matching the snapshots.
+    ``weights`` (those of ``source``) are loaded from it only when the snapshots must be compared."""
     m = SNAPSHOT.fullmatch(source.name)
     if m:
         return int(m.group(1))
@@ -416,6 +417,8 @@ def _source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarr
         return int(json.loads(best_json.read_text())["epoch"])
     # A run of the old trainer wrote no best.json: find the snapshot with the same weights.
     for snap in sorted((run_dir / "epochs").glob("ep*.weights.h5"), reverse=True):
+        if weights is None:
+            weights = _load_weights_model(name, source).get_weights()
         other = _load_weights_model(name, snap).get_weights()
         if all(np.array_equal(a, b) for a, b in zip(weights, other, strict=True)):
             return int(SNAPSHOT.fullmatch(snap.name).group(1))
@@ -431,11 +434,9 @@ def run_facts(name: str, source: Path, weights: list[np.ndarray] | None = None) 
     """Manifest facts of the training behind the weights in ``source``, from its run folder:
     training_command, epochs, samples_seen, training_minutes, training_precision, loss,
     shipped_from, valid_at_epoch, prior_training. Keys without a value are left out.
-    ``weights`` (those of ``source``) are needed only to find the epoch of an old trainer's best.keras."""
+    ``weights`` (those of ``source``, when at hand) spare a reload if its epoch must be found by matching."""
     run_dir = _run_dir(source)
     rows = read_history(run_dir / "history.csv")
-    if weights is None and not SNAPSHOT.fullmatch(source.name) and not (run_dir / "best.json").is_file():
-        weights = _load_weights_model(name, source).get_weights()
     epoch = _source_epoch(name, source, run_dir, weights)
     upto = rows[:epoch] if epoch is not None else rows
     last = upto[-1] if upto else {}
@@ -463,6 +464,15 @@ def soup_sidecar(weights_path: Path | str) -> Path:
     return p.with_name(p.name.removesuffix(".weights.h5") + ".soup.json")
 
 
+def _soup_weights(n: int, coefs: list[float] | None) -> list[float]:
+    """``coefs`` for ``n`` snapshots normalised to sum 1 (default: equal); UsageError when unusable."""
+    coefs = [1.0] * n if coefs is None else [float(c) for c in coefs]
+    if n < 2 or len(coefs) != n or min(coefs) < 0 or sum(coefs) <= 0:
+        raise UsageError("a weight average needs two or more snapshots and one non-negative weight each, not all zero")
+    total = sum(coefs)
+    return [c / total for c in coefs]
+
+
 def average_snapshots(name: str, paths: list[Path | str], coefs: list[float] | None = None):
     """A size-free ``name`` model holding the ``coefs``-weighted mean (normalised to sum 1; default equal)
     of every variable of the snapshots (``.weights.h5`` or ``.keras`` of that architecture).
@@ -470,16 +480,11 @@ def average_snapshots(name: str, paths: list[Path | str], coefs: list[float] | N
     Why: fine-tunes of one parent usually sit in one basin, so their average ("model soup") can keep
     what each learned at no training cost; whether it does is measured on valid like any other lever.
     """
-    paths = [Path(p) for p in paths]
-    coefs = [1.0] * len(paths) if coefs is None else [float(c) for c in coefs]
-    if len(paths) < 2 or len(coefs) != len(paths) or min(coefs) < 0 or sum(coefs) <= 0:
-        raise UsageError("a weight average needs two or more snapshots and one non-negative weight each, not all zero")
-    total = sum(coefs)
-    acc = None
-    for path, c in zip(paths, coefs, strict=True):
-        w = [np.asarray(v, np.float64) * (c / total) for v in _load_weights_model(name, path).get_weights()]
+    model, acc = None, None
+    for path, c in zip(paths, _soup_weights(len(paths), coefs), strict=True):
+        model = _load_weights_model(name, Path(path))
+        w = [np.asarray(v, np.float64) * c for v in model.get_weights()]
         acc = w if acc is None else [a + b for a, b in zip(acc, w, strict=True)]
-    model = _load_weights_model(name, paths[0])
     model.set_weights([a.astype(np.float32) for a in acc])
     return model
 
@@ -490,13 +495,12 @@ def write_soup(name: str, out: Path | str, paths: list[Path | str], coefs: list[
     out = Path(out)
     if not out.name.endswith(".weights.h5"):
         raise UsageError(f"{out}: the average is written as a .weights.h5 file")
-    coefs = [1.0] * len(paths) if coefs is None else list(coefs)
-    model = average_snapshots(name, paths, coefs)
+    weights = _soup_weights(len(paths), coefs)
+    model = average_snapshots(name, paths, weights)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(out)
-    total = float(sum(coefs))
     recipe = {"model": name, "command": command,
-              "ingredients": [{"path": str(p), "weight": round(c / total, 6)} for p, c in zip(paths, coefs, strict=True)]}
+              "ingredients": [{"path": str(p), "weight": round(c, 6)} for p, c in zip(paths, weights, strict=True)]}
     soup_sidecar(out).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
     return out
 
