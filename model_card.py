@@ -181,3 +181,74 @@ def reliability_check(metrics: Mapping | None, entry: Mapping | None) -> dict | 
 
 
 __all__ = ["ROWS", "ECE_LABEL", "read_metrics", "named_metrics_rows", "verdict", "reliability_check"]
+
+
+# --------------------------------------------------------------------------- operating points
+def _unit(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def operating_points(entry: Mapping | None) -> list[dict]:
+    """The entry's ``operating_points`` rows (what each swept threshold did on valid), ascending by
+    threshold; rows without a number for threshold, sensitivity or false findings are left out;
+    [] when the entry has none (chosen before they were recorded, or replaced by a ship)."""
+    points = entry.get("operating_points") if isinstance(entry, Mapping) else None
+    rows = points.get("rows") if isinstance(points, Mapping) else None
+    if not isinstance(rows, list):
+        return []
+    keep = [r for r in rows if isinstance(r, Mapping)
+            and all(_unit(r.get(k)) is not None for k in ("threshold", "sensitivity", "false_findings_per_negative"))]
+    return sorted(keep, key=lambda r: r["threshold"])
+
+
+def operating_point_at(entry: Mapping | None, threshold: float) -> dict | None:
+    """The recorded row nearest to ``threshold`` (ties: the higher threshold); None without rows."""
+    rows = operating_points(entry)
+    if not rows:
+        return None
+    # Rounded: 0.85 lies as far from 0.80 as from 0.90, which float subtraction would not say.
+    return min(rows, key=lambda r: (round(abs(r["threshold"] - threshold), 6), -r["threshold"]))
+
+
+def _images_text(entry: Mapping) -> str:
+    points = entry.get("operating_points") or {}
+    n = [points.get("fractured_images"), points.get("negative_images")]
+    split = points.get("split") or "validation"
+    split = "validation" if split == "valid" else split
+    return f"the {n[0] + n[1]} {split} X-rays" if all(isinstance(v, int) for v in n) else f"the {split} X-rays"
+
+
+def threshold_tradeoff(entry: Mapping | None, threshold: float) -> str | None:
+    """One sentence on what ``threshold`` trades, from the recorded row nearest to it; None without rows.
+
+    Example: "On the 400 validation X-rays at 0.80: 74 % of those with a fracture got a finding,
+    0.31 false findings per X-ray without one."
+    """
+    row = operating_point_at(entry, threshold)
+    if row is None:
+        return None
+    t = row["threshold"]
+    at = f"at {t:.2f}" if abs(t - threshold) < 0.005 else f"at {t:.2f} (the nearest tested threshold)"
+    text = (f"On {_images_text(entry)} {at}: {row['sensitivity']:.0%} of those with a fracture got a finding, "
+            f"{row['false_findings_per_negative']:.2f} false findings per X-ray without one")
+    recall = _unit(row.get("box_recall25"))
+    if recall is not None:
+        text += f"; {recall:.0%} of the annotated fractures were boxed"
+    return text + "."
+
+
+def operating_points_table(entry: Mapping | None, default_threshold: float | None = None) -> list[dict]:
+    """Rows for the Models page: threshold, fractured images found, false findings per fracture-free
+    image, annotated fractures boxed, F1; the default threshold's row says so. [] without rows."""
+    out = []
+    for r in operating_points(entry):
+        recall, f1 = _unit(r.get("box_recall25")), _unit(r.get("f1"))
+        is_default = default_threshold is not None and abs(r["threshold"] - default_threshold) < 0.005
+        out.append({
+            "threshold": f"{r['threshold']:.2f}" + (" (default)" if is_default else ""),
+            "fractured X-rays with a finding": f"{r['sensitivity']:.0%}",
+            "false findings per fracture-free X-ray": f"{r['false_findings_per_negative']:.2f}",
+            "annotated fractures boxed (IoU ≥ 0.25)": "–" if recall is None else f"{recall:.0%}",
+            "findings F1": _fmt(f1),
+        })
+    return out

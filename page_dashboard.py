@@ -23,6 +23,7 @@ import app_support as sup
 from app_nav import request_page
 from app_text import MODEL_BLURBS, PRIVACY
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from model_card import threshold_tradeoff
 from model_manifest import ModelIntegrityError, model_entry, model_threshold, read_manifest_or_empty
 from model_pool import ModelPool
 from result_ui import downloads_ui, entry_of, heatmap_legend_ui, reading_ui, render_ui
@@ -147,13 +148,18 @@ def _reset_window() -> None:
 
 def _threshold_ui(model: str, manifest: dict, compare: bool) -> float:
     default_t = model_threshold(model, manifest)
-    return float(st.sidebar.slider(
+    value = float(st.sidebar.slider(
         f"{MODEL_LABELS[model]} threshold" if compare else "Threshold",
         min_value=0.01, max_value=0.99, value=round(default_t, 2), step=0.01,
         key=threshold_key(model), persist_state=PERSIST,
-        help=f"A pixel is marked when its fracture score is at least this. Default for this model: {default_t:.2f} "
+        help=f"A region is marked when its highest fracture score reaches this. Default for this model: {default_t:.2f} "
              "(chosen on the validation images). Each model keeps its own threshold.",
     ))
+    # What this threshold trades, measured on valid: a reader choosing it should see the cost.
+    tradeoff = threshold_tradeoff(model_entry(model, manifest).data, value)
+    if tradeoff:
+        st.sidebar.caption(tradeoff)
+    return value
 
 
 def sidebar_settings_ui(manifest: dict) -> ViewSettings:

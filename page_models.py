@@ -74,6 +74,18 @@ def calibration_ui(checks: dict) -> None:
                        f"the raw score's ECE: {check['ece_uncalibrated']:.3f}.")
 
 
+def operating_points_ui(manifest: dict) -> None:
+    """Per model, what each tested threshold did on the validation images (the slider's trade-off)."""
+    for name in MODEL_NAMES:
+        entry = _entry(manifest, name)
+        rows = mc.operating_points_table(entry, entry.get("threshold"))
+        st.markdown(f"**{MODEL_LABELS[name]}**")
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch", key=f"operating_points_{name}")
+        else:
+            st.caption("Not recorded yet: `python evaluate.py --split valid --choose-threshold --write-manifest` records it.")
+
+
 def paired_plots_ui() -> None:
     """History, ROC and PR plots in rows, one column per model, so they compare at a glance."""
     for kind, title in (("history", "Training history"), ("roc", "ROC curve (test)"), ("pr", "Precision-recall (test)")):
@@ -135,6 +147,10 @@ def models_page() -> None:
     st.markdown(METRICS_EXPLAINED)
     st.subheader("Fracture likelihood: is it calibrated?")
     calibration_ui(checks)
+    st.subheader("What the threshold trades (validation images)")
+    st.markdown("A lower threshold in the dashboard finds more fractures and marks more healthy bone. "
+                "Each row is one threshold, measured on the validation images the default was chosen on.")
+    operating_points_ui(manifest)
     st.subheader("Plots")
     paired_plots_ui()
     st.subheader("How they were trained")

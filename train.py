@@ -51,7 +51,7 @@ import numpy as np
 
 from cli_common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, threshold_arg
 from important_variables import CONFIG, MODEL_NAMES
-from model_manifest import MANIFEST_NAME, entry_for_file, sha256_file, update_entry
+from model_manifest import MANIFEST_NAME, entry_for_file, model_entry, read_manifest_or_empty, sha256_file, update_entry
 
 log = logging.getLogger("train")
 
@@ -63,7 +63,7 @@ MONITORS = ("val_dice", "val_ap25", "val_ap50", "val_auc")
 #: ``image_score``, ``inference.tta``) stay: they may have been chosen for the new weights already.
 #: The training facts (:func:`run_facts`, :func:`soup_facts`, the note) are replaced as a whole: a key
 #: the new weights have no value for (a weight average has no epoch) must not keep the old one's.
-STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criterion", "calibration",
+STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criterion", "calibration", "operating_points",
                  "valid_dice_at_0.5", "valid_dice_note", "valid_negatives_clean_at_0.5", "selected_on",
                  "training_command", "epochs", "samples_seen", "training_minutes", "training_precision", "loss",
                  "shipped_from", "valid_at_epoch", "prior_training", "soup", "training_note")
@@ -322,12 +322,14 @@ def save_weights_only(model, name: str, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- training
-def _note_run(ckpt: Path, args, command: str, policy: str, start: int) -> None:
-    """Append this invocation to runs.jsonl; on a fresh --init-from run, freeze the start model's manifest facts."""
+def _note_run(ckpt: Path, args, command: str, policy: str, start: int, valid_scoring: dict | None = None) -> None:
+    """Append this invocation to runs.jsonl (with ``valid_scoring``: the finding rule and image score
+    its epochs were scored with); on a fresh --init-from run, freeze the start model's manifest facts."""
     with open(ckpt / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command, "precision": policy,
                              "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "loss": args.loss,
-                             "first_epoch": start + 1, "epochs": args.epochs, "init_from": args.init_from}) + "\n")
+                             "first_epoch": start + 1, "epochs": args.epochs, "init_from": args.init_from,
+                             "valid_scoring": valid_scoring}) + "\n")
     prior = ckpt / "prior.json"
     if args.init_from and start == 0 and not prior.is_file():
         entry = entry_for_file(args.init_from)
@@ -356,7 +358,10 @@ def train(args, command: str) -> int:
     atlas = FracAtlas(data_dir)
     split = load_native_split(atlas, "train", limit=args.limit)
     valid_limit = min(args.valid_limit, args.limit) if args.limit else args.valid_limit
-    validator = Validator(atlas, "valid", limit=valid_limit)
+    # Scored with the finding rule and image score the shipped model of this name runs with
+    # (the manifest's), so the epoch's numbers are the ones evaluate.py will judge it by.
+    entry = model_entry(args.model, read_manifest_or_empty())
+    validator = Validator(atlas, "valid", limit=valid_limit, entry=entry)
     probe = load_native_split(atlas, "valid", limit=4, use_cache=False)
     probe_imgs = [im for im, f in zip(probe.images, probe.fractured, strict=True) if f][:4]
     h = max(im.shape[0] for im in probe_imgs)
@@ -366,6 +371,8 @@ def train(args, command: str) -> int:
         probe_x[i, : im.shape[0], : im.shape[1]] = im[..., None] / 255.0
     log.info("backend %s, policy %s; train %d fractured + %d negatives; valid %d images per epoch", keras.backend.backend(), policy,
              int(split.fractured.sum()), int((~split.fractured).sum()), len(validator.records))
+    log.info("valid scored with the manifest's findings %s and image score %s", entry.get("findings") or "(defaults)",
+             entry.get("image_score") or "max_prob")
 
     ckpt = Path(args.checkpoint_dir) / args.model
     (ckpt / "epochs").mkdir(parents=True, exist_ok=True)
@@ -377,7 +384,8 @@ def train(args, command: str) -> int:
         log.info("initialised from %s", args.init_from)
     schedule = args.lr if args.time_budget_minutes else lr_schedule(args.lr, args.epochs * args.steps_per_epoch, args.warmup_steps)
     compile_model(model, schedule, args.loss)
-    _note_run(ckpt, args, command, policy, start)
+    _note_run(ckpt, args, command, policy, start,
+              {"findings": entry.get("findings") or {}, "image_score": entry.get("image_score") or "max_prob"})
     rows = read_history(ckpt / "history.csv")
     minutes_offset = float(rows[-1].get("minutes") or 0.0) if rows else 0.0
     callbacks = make_callbacks(args, ckpt, validator, probe_x, schedule, _best_so_far(ckpt, rows, args.monitor), minutes_offset)

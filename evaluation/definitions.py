@@ -28,26 +28,35 @@ CREDIT = (
     "CC BY 4.0"
 )
 DEFINITIONS = {
-    "dice_iou": "per fractured image, prob >= threshold vs the annotated mask (all instances merged), "
-    "both at the image's own resolution; then mean and median over images",
-    "findings": "8-connected regions of prob >= threshold (regions below the minimum area dropped), "
-    "box in original pixels, score = region max probability (prediction.find_findings)",
+    "dice_iou": "per fractured image, the findings' regions at the threshold (what the app outlines; "
+    "see settings.findings_rule) vs the annotated mask (all instances merged), both at the image's "
+    "own resolution; a fractured image without any finding scores 0; then mean and median over images",
+    "findings": "8-connected regions seeded where prob >= threshold and grown over the connected pixels "
+    ">= low_ratio x threshold (settings.findings_rule; low_ratio 1 = plain thresholding), regions below "
+    "min_area_px dropped, at most max_findings kept (null = all); box in original pixels; score = the "
+    "region's maximum or mean probability (findings_rule.score), which also ranks the findings "
+    "(findings.regions)",
     "box_ap": "all-point interpolated AP over the findings of all evaluated images pooled by score; "
     "greedy one-to-one matching per image by decreasing score at IoU >= 0.5 (ap50) / 0.25 (ap25) "
     "against the COCO instance boxes; only findings at the threshold exist, so the curve ends there",
     "recall_at_threshold": "matched annotated boxes / all annotated boxes, at the threshold",
-    "fracture_score": "max probability in the image",
+    "fracture_score": "the image-level score named by settings.image_score: max_prob = highest "
+    "probability in the image, topk_mean = mean of its findings_rule.topk_px highest probabilities, "
+    "best_finding = score of its best finding at the threshold (0 without one)",
     "roc_auc": "fracture score, fractured vs negative images; ties count 1/2 (Mann-Whitney U)",
     "sensitivity": "fractured images with at least one finding / fractured images",
     "specificity": "negative images without any finding / negative images",
     "false_findings_per_negative_image": "findings on negative images / negative images",
-    "pixel_accuracy": "share of pixels where prob >= threshold equals the annotation, pooled over "
+    "pixel_accuracy": "share of pixels where the findings' regions equal the annotation, pooled over "
     "the images of the scope; all_background = the same for a prediction of nothing",
+    "settings": "how the probability maps were made and cut: scale (native = whole image at the "
+    "training scale, fixed = squeezed to the model's input), tta (averaged with the horizontally "
+    "flipped pass), findings_rule, image_score",
 }
 #: Top-level keys every report has (the tests check them).
 REPORT_KEYS = (
     "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command",
-    "limit", "threshold", "threshold_source", "counts", "segmentation", "localization",
+    "limit", "threshold", "threshold_source", "settings", "counts", "segmentation", "localization",
     "image_level", "calibration", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
     "per_image",
 )

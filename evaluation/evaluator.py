@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from cli_common import UsageError
@@ -12,6 +12,7 @@ from evaluation.cases import Case, run_inference, select_records
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS
 from evaluation.scoring import json_safe, score_cases
 from evaluation.thresholds import choose_image_score, choose_margin, choose_threshold, fit_score_calibration, sweep_thresholds
+from findings import FindingRule
 from important_variables import MODEL_LABELS
 
 log = logging.getLogger("evaluate")
@@ -40,6 +41,20 @@ class Evaluation:
     report: dict
     cases: list[Case]
     curves: dict
+
+
+def settings_of(predictor) -> dict:
+    """What made and cut the maps (report ``settings``): scale, TTA, finding rule, image score.
+
+    A stand-in predictor (tests) without these attributes gets the Predictor defaults.
+    """
+    rule = getattr(predictor, "finding_rule", None) or FindingRule()
+    return {
+        "scale": "native" if getattr(predictor, "native", False) else "fixed",
+        "tta": bool(getattr(predictor, "tta", False)),
+        "findings_rule": asdict(rule),
+        "image_score": getattr(predictor, "image_score", "max_prob"),
+    }
 
 
 def evaluate(
@@ -104,6 +119,7 @@ def evaluate(
         "limit": limit,
         "threshold": threshold,
         "threshold_source": threshold_source,
+        "settings": settings_of(predictor),
         **scored,
         "calibration": reliability,
         "threshold_choice": choice,

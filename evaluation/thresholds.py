@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from evaluation.cases import Case
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, SWEEP
-from evaluation.scoring import findings_f1
+from evaluation.scoring import findings_f1, json_safe
 from findings import IMAGE_SCORES
 from important_variables import CONFIG
 from model_manifest import update_entry
@@ -103,9 +103,45 @@ def threshold_record(report: dict) -> dict:
     }
 
 
+#: What ``operating_points`` says each row is (written into the manifest with the rows).
+OPERATING_POINTS_DEFINITION = (
+    "per swept threshold, on the split the threshold was chosen on: sensitivity = fractured images with "
+    "at least one finding / fractured images; false_findings_per_negative = findings on images without "
+    "fracture / those images; box_recall25 / box_precision25 = annotated fracture boxes matched / "
+    "findings matching one, at IoU >= 0.25 (the criterion's matching); f1 = the criterion"
+)
+
+
+def operating_points(report: dict) -> dict | None:
+    """What every swept threshold does on the choosing split, for the app's threshold slider and
+    the Models page: {definition, split, fractured_images, negative_images, rows}; None without a sweep.
+
+    rows: one per threshold of ``SWEEP``, ascending, each {threshold, sensitivity,
+    false_findings_per_negative, box_recall25, box_precision25, f1} (floats in [0, 1] except the
+    false findings, >= 0; NaN where undefined).
+    """
+    sweep = (report.get("threshold_choice") or {}).get("sweep")
+    if not sweep:
+        return None
+    rows = []
+    for r in sorted(sweep, key=lambda r: r["threshold"]):
+        tp, fp, fn = r["tp"], r["fp"], r["fn"]
+        rows.append({
+            "threshold": r["threshold"],
+            "sensitivity": r["sensitivity"],
+            "false_findings_per_negative": r["false_findings_per_negative_image"],
+            "box_recall25": tp / (tp + fn) if tp + fn else float("nan"),
+            "box_precision25": tp / (tp + fp) if tp + fp else float("nan"),
+            "f1": r["f1"],
+        })
+    return {"definition": OPERATING_POINTS_DEFINITION, "split": report["split"],
+            "fractured_images": report["counts"]["fractured_images"],
+            "negative_images": report["counts"]["negative_images"], "rows": rows}
+
+
 def choice_record(report: dict) -> dict:
     """Manifest fields of a ``--choose-threshold`` run: the threshold record plus the borderline
-    margin, the image-level score and its calibration when the run chose them."""
+    margin, the image-level score, its calibration and the operating points when the run has them."""
     out = threshold_record(report)
     choice = report["threshold_choice"]
     if choice.get("margin") is not None:
@@ -115,6 +151,9 @@ def choice_record(report: dict) -> dict:
         out["image_score"] = choice["image_score"]["chosen"]
     if choice.get("calibration") is not None:
         out["calibration"] = choice["calibration"]
+    points = operating_points(report)
+    if points is not None:
+        out["operating_points"] = json_safe(points)
     return out
 
 

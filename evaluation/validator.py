@@ -25,9 +25,13 @@ class Validator:
 
     data_dir: the FracAtlas folder (or an already opened ``fracture.dataset.FracAtlas``).
     split: "valid" (the trainer's) or "test". limit: first N fractured + first N negatives.
+    entry: the model's manifest entry (``model_manifest.ModelEntry``): a Keras model is run with
+    its finding rule, image score and TTA, as ``evaluate.py`` runs the shipped model, so the
+    epoch's numbers are those the checkpoint will be judged by (None: the Predictor defaults,
+    plain thresholding and the maximum probability).
     """
 
-    def __init__(self, data_dir, split: str = "valid", limit: int | None = None, batch_size: int = 8):
+    def __init__(self, data_dir, split: str = "valid", limit: int | None = None, batch_size: int = 8, entry=None):
         from fracture.dataset import FracAtlas
 
         self.atlas = data_dir if isinstance(data_dir, FracAtlas) else FracAtlas(Path(data_dir))
@@ -35,6 +39,7 @@ class Validator:
         self.limit = limit
         self.batch_size = batch_size
         self.records = select_records(self.atlas, split, limit)
+        self.entry = entry
         self.skipped: list[str] = []
         self._wrapped: tuple = (None, None)  # (Keras model, its Predictor): traced once, reused every epoch
 
@@ -56,9 +61,10 @@ class Validator:
                 hasattr(model_or_predictor, "forward") or hasattr(model_or_predictor, "predict_probs")):
             return model_or_predictor
         if self._wrapped[0] is not model_or_predictor:
-            from prediction import Predictor
+            from prediction import predictor_for
 
-            self._wrapped = (model_or_predictor, Predictor(model_or_predictor, getattr(model_or_predictor, "name", "model")))
+            name = getattr(model_or_predictor, "name", "model")
+            self._wrapped = (model_or_predictor, predictor_for(model_or_predictor, name, self.entry))
         return self._wrapped[1]
 
     def score(self, model_or_predictor, threshold: float, progress: bool = False) -> dict:

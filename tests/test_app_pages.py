@@ -77,7 +77,17 @@ def test_models_page_renders_with_or_without_metrics():
     at.button(key="home_to_models").click().run()
     assert not at.exception
     assert at.title[0].value == "Models"
-    metrics_table, training_table = (d.value for d in at.dataframe)  # dataframe keys are not exposed by AppTest
+    # Dataframe keys are not exposed by AppTest: metrics first, training facts last, between them one
+    # operating-points table per model whose manifest entry records them.
+    frames = [d.value for d in at.dataframe]
+    metrics_table, training_table = frames[0], frames[-1]
+    manifest = json.loads(CONFIG.manifest_path.read_text())["models"]
+    recorded = [n for n in MODEL_NAMES if (manifest.get(n) or {}).get("operating_points")]
+    assert len(frames) == 2 + len(recorded)
+    for name, table in zip(recorded, frames[1:-1], strict=True):
+        assert len(table) == len(manifest[name]["operating_points"]["rows"])
+        assert "fractured X-rays with a finding" in table.columns
+        assert sum("(default)" in t for t in table["threshold"]) == 1
     assert {"metric", "U-Net", "Simple encoder-decoder", "n"} == set(metrics_table.columns)
     assert len(metrics_table) == 9  # named metrics, not the raw JSON keys
     assert {"U-Net", "Simple encoder-decoder"} <= set(training_table.columns)
@@ -269,13 +279,22 @@ def test_dicom_upload_and_several_files_each_with_their_own_result(xray, real_xr
 
 
 def test_sidebar_defaults_and_contrast_reset(xray):
-    from model_manifest import model_threshold, read_manifest
+    from model_card import threshold_tradeoff
+    from model_manifest import model_entry, model_threshold, read_manifest
 
     at = open_dashboard()
     manifest = read_manifest()
     for model in MODEL_NAMES:
         at.radio(key="model").set_value(model).run()
         assert at.slider(key=f"threshold_{model}").value == pytest.approx(round(model_threshold(model, manifest), 2))
+        # Under the slider: what this threshold traded on the validation images, when recorded.
+        expected = threshold_tradeoff(model_entry(model, manifest).data, at.slider(key=f"threshold_{model}").value)
+        captions = [c.value for c in at.sidebar.caption]
+        assert (expected in captions) if expected else not any("validation X-rays" in c for c in captions)
+    at.radio(key="model").set_value(MODEL_NAMES[0]).run()
+    at.slider(key=f"threshold_{MODEL_NAMES[0]}").set_value(0.5).run()
+    expected = threshold_tradeoff(model_entry(MODEL_NAMES[0], manifest).data, 0.5)
+    assert expected is None or (expected in [c.value for c in at.sidebar.caption] and "at 0.50" in expected)
     at.slider(key="window_center").set_value(0.3).run()
     at.slider(key="window_width").set_value(0.4).run()
     at.toggle(key="show_heatmap").set_value(True).run()

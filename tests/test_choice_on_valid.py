@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from evaluation.cases import Case
-from evaluation.thresholds import MARGINS, choice_record, choose_image_score, choose_margin, fit_score_calibration
+from evaluation.thresholds import (
+    MARGINS,
+    choice_record,
+    choose_image_score,
+    choose_margin,
+    fit_score_calibration,
+    operating_points,
+)
 from results import PredictionResult
 
 
@@ -50,3 +57,30 @@ def test_choice_record_carries_the_new_fields():
     rec = choice_record(report)
     assert rec["threshold"] == 0.6 and rec["borderline_margin"] == 0.1 and rec["image_score"] == "topk_mean"
     assert rec["calibration"]["method"] == "isotonic"
+
+
+def test_operating_points_are_the_sweep_in_readable_form():
+    # Two thresholds, by hand: at 0.5, 3 TP, 5 FP, 1 FN; at 0.9, 1 TP, 1 FP, 3 FN.
+    sweep = [
+        {"threshold": 0.9, "tp": 1, "fp": 1, "fn": 3, "f1": 2 / 6, "sensitivity": 0.25, "false_findings_per_negative_image": 0.1},
+        {"threshold": 0.5, "tp": 3, "fp": 5, "fn": 1, "f1": 6 / 12, "sensitivity": 0.75, "false_findings_per_negative_image": 0.4},
+    ]
+    report = {"split": "valid", "counts": {"fractured_images": 4, "negative_images": 10}, "threshold_choice": {"sweep": sweep}}
+    got = operating_points(report)
+    assert got["split"] == "valid" and got["fractured_images"] == 4 and got["negative_images"] == 10
+    low, high = got["rows"]  # ascending
+    assert low["threshold"] == 0.5 and high["threshold"] == 0.9
+    assert low["box_recall25"] == pytest.approx(3 / 4) and low["box_precision25"] == pytest.approx(3 / 8)
+    assert high["box_recall25"] == pytest.approx(1 / 4) and high["box_precision25"] == pytest.approx(1 / 2)
+    assert low["false_findings_per_negative"] == 0.4 and high["sensitivity"] == 0.25 and low["f1"] == pytest.approx(0.5)
+    # Written into the manifest record; absent without a sweep.
+    rec = choice_record({**report, "threshold_source": "chosen", "model_sha256": "ab", "date": "d",
+                         "threshold_choice": {"sweep": sweep, "chosen": 0.9, "value": 2 / 6}})
+    assert [r["threshold"] for r in rec["operating_points"]["rows"]] == [0.5, 0.9]
+    assert operating_points({"threshold_choice": None}) is None
+    # No finding and no annotated box at a threshold: undefined, written as null.
+    empty = [{"threshold": 0.99, "tp": 0, "fp": 0, "fn": 0, "f1": float("nan"), "sensitivity": 0.0,
+              "false_findings_per_negative_image": 0.0}]
+    rec = choice_record({**report, "threshold_source": "chosen", "model_sha256": "ab", "date": "d",
+                         "threshold_choice": {"sweep": empty, "chosen": 0.99, "value": 0.1}})
+    assert rec["operating_points"]["rows"][0]["box_recall25"] is None

@@ -26,7 +26,7 @@ from prediction import PredictionResult, find_findings
 # not taken from evaluate.REPORT_KEYS, so that dropping one from the code fails).
 TOP_FIELDS = {
     "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command", "limit",
-    "threshold", "threshold_source", "counts", "segmentation", "localization", "image_level",
+    "threshold", "threshold_source", "settings", "counts", "segmentation", "localization", "image_level",
     "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions", "per_image",
 }
 SECTION_FIELDS = {
@@ -37,6 +37,7 @@ SECTION_FIELDS = {
     "image_level": {"roc_auc", "sensitivity", "specificity", "false_findings_per_negative_image",
                     "findings_per_fractured_image", "n_fractured", "n_negative"},
     "timing": {"inference_s", "total_s", "images_per_s"},
+    "settings": {"scale", "tta", "findings_rule", "image_score"},
 }
 UNIT_INTERVAL = [
     ("segmentation", "dice_mean"), ("segmentation", "dice_median"), ("segmentation", "iou_mean"),
@@ -80,6 +81,13 @@ def test_cli_end_to_end_on_4_fractured_and_4_negative_images(data_dir, tmp_path,
     assert len(report["model_sha256"]) == 64
     assert report["model_sha256"] == json.loads(CONFIG.manifest_path.read_text())["models"]["unet"]["sha256"]
     assert report["data_dir"] == str(data_dir)
+    # The report says how its maps were cut: the shipped entry's scale, finding rule and image score.
+    entry = json.loads(CONFIG.manifest_path.read_text())["models"]["unet"]
+    s = report["settings"]
+    assert s["scale"] == (entry.get("inference") or {}).get("scale", "fixed")
+    assert s["image_score"] == entry.get("image_score", "max_prob")
+    for key, value in (entry.get("findings") or {}).items():
+        assert s["findings_rule"][key] == value, key
     c = report["counts"]
     assert c["fractured_images"] + c["skipped_unreadable"] <= 4 and c["fractured_images"] >= 1
     assert c["fractured_images"] + c["negative_images"] + c["skipped_unreadable"] == 8
@@ -144,6 +152,18 @@ def test_validator_scores_exactly_like_evaluate(atlas, predictor_factory):
         assert got[section] == ev.report[section], section
         assert from_model[section] == ev.report[section], section
     assert got["counts"]["fractured_images"] == ev.report["counts"]["fractured_images"] >= 1
+    # Given the model's manifest entry, a Keras model is run as evaluate.py runs the shipped one:
+    # the entry's finding rule and image score, not the Predictor defaults.
+    from model_manifest import ModelEntry
+    from prediction import predictor_for
+
+    entry = ModelEntry("encoder_decoder", {"findings": {"low_ratio": 0.5, "score": "mean"}, "image_score": "topk_mean"})
+    ev_entry = ev_evaluator.evaluate(predictor_for(pred.model, "encoder_decoder", entry), atlas, "test", 0.5, limit=3,
+                                     progress=False)
+    with_entry = Validator(atlas, split="test", limit=3, entry=entry).score(pred.model, 0.5)
+    for section in ("segmentation", "localization", "image_level", "per_image"):
+        assert with_entry[section] == ev_entry.report[section], section
+    assert [r["fracture_score"] for r in with_entry["per_image"]] != [r["fracture_score"] for r in from_model["per_image"]]
 
 
 # --------------------------------------------------------------------------- threshold choice

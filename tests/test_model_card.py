@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from model_card import ECE_LABEL, named_metrics_rows, reliability_check, verdict
+from model_card import (
+    ECE_LABEL,
+    named_metrics_rows,
+    operating_point_at,
+    operating_points_table,
+    reliability_check,
+    threshold_tradeoff,
+    verdict,
+)
 
 METRICS = {
     "split": "test",
@@ -59,3 +67,29 @@ def test_reliability_check_calibrated_raw_and_stored():
     check = reliability_check(METRICS, {"calibration": stored, "image_score": "topk_mean"})
     assert check["ece"] == 0.03 and "in-sample" in check["source"]
     assert reliability_check(None, {}) is None
+
+
+ENTRY = {"threshold": 0.9, "operating_points": {"split": "valid", "fractured_images": 82, "negative_images": 318, "rows": [
+    {"threshold": 0.9, "sensitivity": 0.549, "false_findings_per_negative": 0.123, "box_recall25": 0.374, "f1": 0.366},
+    {"threshold": 0.8, "sensitivity": 0.744, "false_findings_per_negative": 0.305, "box_recall25": None, "f1": 0.289},
+    {"threshold": 0.7, "sensitivity": None, "false_findings_per_negative": 0.5},  # incomplete: left out
+]}}
+
+
+def test_threshold_tradeoff_reads_the_nearest_recorded_row():
+    assert operating_point_at(ENTRY, 0.81)["threshold"] == 0.8
+    assert operating_point_at(ENTRY, 0.85)["threshold"] == 0.9  # tie: the higher threshold
+    assert operating_point_at(ENTRY, 0.70)["threshold"] == 0.8  # the incomplete 0.70 row is not used
+    text = threshold_tradeoff(ENTRY, 0.9)
+    assert text == ("On the 400 validation X-rays at 0.90: 55% of those with a fracture got a finding, "
+                    "0.12 false findings per X-ray without one; 37% of the annotated fractures were boxed.")
+    text = threshold_tradeoff(ENTRY, 0.83)
+    assert "at 0.80 (the nearest tested threshold)" in text and "74%" in text and "boxed" not in text
+    for entry in ({}, None, {"operating_points": {"rows": "x"}}, {"operating_points": None}):
+        assert threshold_tradeoff(entry, 0.5) is None and operating_points_table(entry) == []
+
+
+def test_operating_points_table_marks_the_default():
+    rows = operating_points_table(ENTRY, ENTRY["threshold"])
+    assert [r["threshold"] for r in rows] == ["0.80", "0.90 (default)"]
+    assert rows[0]["annotated fractures boxed (IoU ≥ 0.25)"] == "–" and rows[1]["findings F1"] == "0.366"

@@ -81,12 +81,15 @@ def test_best_keras_holds_the_best_epoch_across_resumes(trained_run):
 
 
 def test_the_epoch_score_is_the_validators(trained_run, data_dir):
-    """val_dice of an epoch is what evaluation.validator.Validator (evaluate.py's code) gives its snapshot."""
+    """val_dice of an epoch is what evaluation.validator.Validator (evaluate.py's code) gives its snapshot,
+    scored with the shipped model's manifest entry (its finding rule and image score)."""
     from evaluation.validator import Validator
+    from model_manifest import model_entry
 
     _, run, seen = trained_run
     model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
-    scores = train.valid_logs(Validator(data_dir, "valid", limit=4).score(model, CONFIG.default_threshold))
+    validator = Validator(data_dir, "valid", limit=4, entry=model_entry("encoder_decoder"))
+    scores = train.valid_logs(validator.score(model, CONFIG.default_threshold))
     assert scores["val_dice"] == pytest.approx(float(seen["after_1"][0]["val_dice"]), abs=1e-5)
 
 
@@ -98,7 +101,8 @@ def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
     # An entry left by the old trainer: its 256-px facts must go, other tools' keys stay.
     manifest.write_text(json.dumps({"models": {"encoder_decoder": {"valid_dice_at_0.5": 0.1, "selected_on": "balanced",
                                                                    "threshold": 0.65, "threshold_criterion": {}, "image_score": "x",
-                                                                   "calibration": {"x": [0, 1]}, "borderline_margin": 0.1}}}))
+                                                                   "calibration": {"x": [0, 1]}, "borderline_margin": 0.1,
+                                                                   "operating_points": {"rows": []}}}}))
     assert train.main(["--model", "encoder_decoder", "--ship-from", str(run / "best.keras"), "--ship-note", "smoke",
                        "--out-dir", str(out)]) == 0
     path = out / "encoder_decoder.keras"
@@ -114,7 +118,8 @@ def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
     assert entry["training_command"].startswith("python train.py --model encoder_decoder --epochs 1 ")
     assert "--epochs 2" in entry["training_command"] and entry["training_note"] == "smoke"
     assert entry["threshold"] == CONFIG.default_threshold and entry["image_score"] == "x"
-    assert not {"valid_dice_at_0.5", "selected_on", "threshold_criterion", "calibration", "borderline_margin"} & set(entry)
+    assert not {"valid_dice_at_0.5", "selected_on", "threshold_criterion", "calibration", "borderline_margin",
+                "operating_points"} & set(entry)
     assert entry["valid_at_epoch"]["val_dice"] == pytest.approx(float(rows[best_epoch - 1]["val_dice"]))
     # Plain Keras in a fresh process returns the seed model with the training loss.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import keras, utils\n"
@@ -337,7 +342,13 @@ def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_pa
     rows = _history(run / "history.csv")
     assert [r["epoch"] for r in rows] == ["0"]  # stopped after the first epoch of the five
     assert float(rows[0]["lr"]) == pytest.approx(2e-4)
-    assert json.loads((run / "runs.jsonl").read_text())["loss"] == "ce_dice_topk"
+    noted = json.loads((run / "runs.jsonl").read_text())
+    assert noted["loss"] == "ce_dice_topk"
+    # The epochs were scored with the shipped model's finding rule and image score (the manifest's).
+    from model_manifest import model_entry
+
+    shipped = model_entry("encoder_decoder")
+    assert noted["valid_scoring"] == {"findings": shipped.get("findings") or {}, "image_score": shipped.get("image_score") or "max_prob"}
     # Snapshots hold the weights only (no optimizer slots): they load into a fresh, uncompiled model.
     model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
     assert model.count_params() == 1_554_498
