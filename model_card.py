@@ -252,3 +252,19 @@ def operating_points_table(entry: Mapping | None, default_threshold: float | Non
             "findings F1": _fmt(f1),
         })
     return out
+
+
+def miss_note(entry: Mapping | None, threshold: float) -> str | None:
+    """For a "no fracture found" reading: how many fractured validation X-rays the model left unmarked
+    at the recorded threshold nearest to ``threshold``; None without rows.
+
+    Example: "At 0.90 this model left 45% of the fractured validation X-rays without any finding:
+    no mark does not rule a fracture out."
+    """
+    row = operating_point_at(entry, threshold)
+    if row is None:
+        return None
+    split = (entry.get("operating_points") or {}).get("split") or "validation"
+    split = "validation" if split == "valid" else split
+    return (f"At {row['threshold']:.2f} this model left {1 - row['sensitivity']:.0%} of the fractured {split} X-rays "
+            "without any finding: no mark does not rule a fracture out.")

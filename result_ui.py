@@ -12,6 +12,7 @@ import streamlit as st
 import app_support as sup
 from dicom_export import DicomExportError, is_dicom, secondary_capture
 from important_variables import MODEL_LABELS
+from model_card import miss_note
 from model_manifest import model_entry
 from prediction import HEAT_FLOOR, HEAT_FULL, encode_png, heatmap_legend
 from result_status import BORDERLINE, FINDING, STATUS_TEXT, borderline_spot, result_status, status_fields
@@ -40,6 +41,10 @@ def reading_ui(result, model: str, threshold: float, manifest: dict) -> tuple[st
     else:
         st.success(sup.no_finding_message(threshold) + f" Highest score anywhere: {result.fracture_score:.3f}.{likely}",
                    icon=":material/check_circle:")
+        # Green is not "cleared": say how often this threshold stayed silent on a fractured X-ray.
+        note = miss_note(entry_of(manifest, model), threshold)
+        if note:
+            st.caption(note)
     return status, lk
 
 

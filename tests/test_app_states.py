@@ -116,7 +116,10 @@ def captions(at) -> list[str]:
 
 # --------------------------------------------------------------------------- states
 def test_three_states_finding_borderline_clean(stub_models, manifest_dir):
-    manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1})
+    points = {"split": "valid", "fractured_images": 82, "negative_images": 318, "rows": [
+        {"threshold": 0.8, "sensitivity": 0.74, "false_findings_per_negative": 0.31},
+        {"threshold": 0.9, "sensitivity": 0.55, "false_findings_per_negative": 0.12}]}
+    manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1, "operating_points": points})
     at = upload(dashboard(), ("synthetic.png", png_bytes()))
     at.radio(key="model").set_value("unet").run()
     # Highest score 0.75, threshold 0.80, margin 0.10: no finding, but close → borderline, not green.
@@ -129,6 +132,12 @@ def test_three_states_finding_borderline_clean(stub_models, manifest_dir):
     at.slider(key="threshold_unet").set_value(0.9).run()  # 0.75 < 0.90 - 0.10: clean, green
     assert not at.warning and not badges(at)
     assert len(at.success) == 1 and at.success[0].value.startswith("No fracture found at threshold 0.90")
+    # Under the green reading: how often this threshold stayed silent on a fractured validation X-ray.
+    assert "At 0.90 this model left 45% of the fractured validation X-rays without any finding" in " ".join(
+        c.value for c in at.main.caption)
+    manifest_dir(unet={"operating_points": None})
+    at.run()
+    assert len(at.success) == 1 and not any("without any finding" in c.value for c in at.caption)
 
 
 def test_borderline_spot_is_marked_on_the_overlay(stub_models, manifest_dir):

@@ -6,6 +6,7 @@ import pytest
 
 from model_card import (
     ECE_LABEL,
+    miss_note,
     named_metrics_rows,
     operating_point_at,
     operating_points_table,
@@ -93,3 +94,10 @@ def test_operating_points_table_marks_the_default():
     rows = operating_points_table(ENTRY, ENTRY["threshold"])
     assert [r["threshold"] for r in rows] == ["0.80", "0.90 (default)"]
     assert rows[0]["annotated fractures boxed (IoU ≥ 0.25)"] == "–" and rows[1]["findings F1"] == "0.366"
+
+
+def test_miss_note_says_how_often_the_threshold_stays_silent_on_a_fracture():
+    assert miss_note(ENTRY, 0.9) == ("At 0.90 this model left 45% of the fractured validation X-rays without any "
+                                     "finding: no mark does not rule a fracture out.")
+    assert "At 0.80" in miss_note(ENTRY, 0.78) and "26%" in miss_note(ENTRY, 0.78)
+    assert miss_note({}, 0.9) is None and miss_note(None, 0.9) is None
