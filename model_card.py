@@ -180,12 +180,15 @@ def reliability_check(metrics: Mapping | None, entry: Mapping | None) -> dict | 
     return {**report, "calibrated": False, "image_score": kind, "source": f"{split} split, raw score"}
 
 
-__all__ = ["ROWS", "ECE_LABEL", "read_metrics", "named_metrics_rows", "verdict", "reliability_check"]
-
-
 # --------------------------------------------------------------------------- operating points
-def _unit(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
+def _same_threshold(a: float, b: float) -> bool:
+    """Equal as the slider shows them (two decimals)."""
+    return abs(a - b) < 0.005
+
+
+def _split_name(entry: Mapping) -> str:
+    split = (entry.get("operating_points") or {}).get("split") or "valid"
+    return "validation" if split == "valid" else split
 
 
 def operating_points(entry: Mapping | None) -> list[dict]:
@@ -197,7 +200,7 @@ def operating_points(entry: Mapping | None) -> list[dict]:
     if not isinstance(rows, list):
         return []
     keep = [r for r in rows if isinstance(r, Mapping)
-            and all(_unit(r.get(k)) is not None for k in ("threshold", "sensitivity", "false_findings_per_negative"))]
+            and all(_get(r, k) is not None for k in ("threshold", "sensitivity", "false_findings_per_negative"))]
     return sorted(keep, key=lambda r: r["threshold"])
 
 
@@ -213,8 +216,7 @@ def operating_point_at(entry: Mapping | None, threshold: float) -> dict | None:
 def _images_text(entry: Mapping) -> str:
     points = entry.get("operating_points") or {}
     n = [points.get("fractured_images"), points.get("negative_images")]
-    split = points.get("split") or "validation"
-    split = "validation" if split == "valid" else split
+    split = _split_name(entry)
     return f"the {n[0] + n[1]} {split} X-rays" if all(isinstance(v, int) for v in n) else f"the {split} X-rays"
 
 
@@ -228,10 +230,10 @@ def threshold_tradeoff(entry: Mapping | None, threshold: float) -> str | None:
     if row is None:
         return None
     t = row["threshold"]
-    at = f"at {t:.2f}" if abs(t - threshold) < 0.005 else f"at {t:.2f} (the nearest tested threshold)"
+    at = f"at {t:.2f}" if _same_threshold(t, threshold) else f"at {t:.2f} (the nearest tested threshold)"
     text = (f"On {_images_text(entry)} {at}: {row['sensitivity']:.0%} of those with a fracture got a finding, "
             f"{row['false_findings_per_negative']:.2f} false findings per X-ray without one")
-    recall = _unit(row.get("box_recall25"))
+    recall = _get(row, "box_recall25")
     if recall is not None:
         text += f"; {recall:.0%} of the annotated fractures were boxed"
     return text + "."
@@ -242,8 +244,8 @@ def operating_points_table(entry: Mapping | None, default_threshold: float | Non
     image, annotated fractures boxed, F1; the default threshold's row says so. [] without rows."""
     out = []
     for r in operating_points(entry):
-        recall, f1 = _unit(r.get("box_recall25")), _unit(r.get("f1"))
-        is_default = default_threshold is not None and abs(r["threshold"] - default_threshold) < 0.005
+        recall, f1 = _get(r, "box_recall25"), _get(r, "f1")
+        is_default = default_threshold is not None and _same_threshold(r["threshold"], default_threshold)
         out.append({
             "threshold": f"{r['threshold']:.2f}" + (" (default)" if is_default else ""),
             "fractured X-rays with a finding": f"{r['sensitivity']:.0%}",
@@ -264,7 +266,9 @@ def miss_note(entry: Mapping | None, threshold: float) -> str | None:
     row = operating_point_at(entry, threshold)
     if row is None:
         return None
-    split = (entry.get("operating_points") or {}).get("split") or "validation"
-    split = "validation" if split == "valid" else split
-    return (f"At {row['threshold']:.2f} this model left {1 - row['sensitivity']:.0%} of the fractured {split} X-rays "
+    return (f"At {row['threshold']:.2f} this model left {1 - row['sensitivity']:.0%} of the fractured {_split_name(entry)} X-rays "
             "without any finding: no mark does not rule a fracture out.")
+
+
+__all__ = ["ROWS", "ECE_LABEL", "read_metrics", "named_metrics_rows", "verdict", "reliability_check",
+           "operating_points", "operating_point_at", "threshold_tradeoff", "operating_points_table", "miss_note"]
