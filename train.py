@@ -323,8 +323,8 @@ def save_weights_only(model, name: str, path: Path) -> None:
 
 # --------------------------------------------------------------------------- training
 def _note_run(ckpt: Path, args, command: str, policy: str, start: int, valid_scoring: dict | None = None) -> None:
-    """Append this invocation to runs.jsonl (with ``valid_scoring``: the finding rule and image score
-    its epochs were scored with); on a fresh --init-from run, freeze the start model's manifest facts."""
+    """Append this invocation to runs.jsonl (with ``valid_scoring``: the Validator's settings, what its
+    epochs were scored with); on a fresh --init-from run, freeze the start model's manifest facts."""
     with open(ckpt / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command, "precision": policy,
                              "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "loss": args.loss,
@@ -360,8 +360,7 @@ def train(args, command: str) -> int:
     valid_limit = min(args.valid_limit, args.limit) if args.limit else args.valid_limit
     # Scored with the finding rule and image score the shipped model of this name runs with
     # (the manifest's), so the epoch's numbers are the ones evaluate.py will judge it by.
-    entry = model_entry(args.model, read_manifest_or_empty())
-    validator = Validator(atlas, "valid", limit=valid_limit, entry=entry)
+    validator = Validator(atlas, "valid", limit=valid_limit, entry=model_entry(args.model, read_manifest_or_empty()))
     probe = load_native_split(atlas, "valid", limit=4, use_cache=False)
     probe_imgs = [im for im, f in zip(probe.images, probe.fractured, strict=True) if f][:4]
     h = max(im.shape[0] for im in probe_imgs)
@@ -371,8 +370,6 @@ def train(args, command: str) -> int:
         probe_x[i, : im.shape[0], : im.shape[1]] = im[..., None] / 255.0
     log.info("backend %s, policy %s; train %d fractured + %d negatives; valid %d images per epoch", keras.backend.backend(), policy,
              int(split.fractured.sum()), int((~split.fractured).sum()), len(validator.records))
-    log.info("valid scored with the manifest's findings %s and image score %s", entry.get("findings") or "(defaults)",
-             entry.get("image_score") or "max_prob")
 
     ckpt = Path(args.checkpoint_dir) / args.model
     (ckpt / "epochs").mkdir(parents=True, exist_ok=True)
@@ -384,8 +381,9 @@ def train(args, command: str) -> int:
         log.info("initialised from %s", args.init_from)
     schedule = args.lr if args.time_budget_minutes else lr_schedule(args.lr, args.epochs * args.steps_per_epoch, args.warmup_steps)
     compile_model(model, schedule, args.loss)
-    _note_run(ckpt, args, command, policy, start,
-              {"findings": entry.get("findings") or {}, "image_score": entry.get("image_score") or "max_prob"})
+    valid_scoring = validator.settings(model)  # wraps the model once, as the first epoch end would
+    log.info("valid scored with %s", valid_scoring)
+    _note_run(ckpt, args, command, policy, start, valid_scoring)
     rows = read_history(ckpt / "history.csv")
     minutes_offset = float(rows[-1].get("minutes") or 0.0) if rows else 0.0
     callbacks = make_callbacks(args, ckpt, validator, probe_x, schedule, _best_so_far(ckpt, rows, args.monitor), minutes_offset)

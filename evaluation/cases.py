@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from findings import FindingRule
 
 log = logging.getLogger("evaluate")
 
@@ -86,3 +88,17 @@ def run_inference(predictor, records: list, threshold: float, batch_size: int = 
         bar.update(1)
     bar.close()
     return cases, skipped
+
+
+def settings_of(predictor) -> dict:
+    """What made and cut the maps (report ``settings``): scale, TTA, finding rule, image score.
+
+    A stand-in predictor (tests) without these attributes gets the Predictor defaults.
+    """
+    rule = getattr(predictor, "finding_rule", None) or FindingRule()
+    return {
+        "scale": "native" if getattr(predictor, "native", False) else "fixed",
+        "tta": bool(getattr(predictor, "tta", False)),
+        "findings_rule": asdict(rule),
+        "image_score": getattr(predictor, "image_score", "max_prob"),
+    }

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cli_common import UsageError
-from evaluation.cases import Case, run_inference, select_records
+from evaluation.cases import Case, run_inference, select_records, settings_of
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS
 from evaluation.scoring import json_safe, score_cases
 from evaluation.thresholds import choose_image_score, choose_margin, choose_threshold, fit_score_calibration, sweep_thresholds
-from findings import FindingRule
 from important_variables import MODEL_LABELS
 
 log = logging.getLogger("evaluate")
@@ -41,20 +40,6 @@ class Evaluation:
     report: dict
     cases: list[Case]
     curves: dict
-
-
-def settings_of(predictor) -> dict:
-    """What made and cut the maps (report ``settings``): scale, TTA, finding rule, image score.
-
-    A stand-in predictor (tests) without these attributes gets the Predictor defaults.
-    """
-    rule = getattr(predictor, "finding_rule", None) or FindingRule()
-    return {
-        "scale": "native" if getattr(predictor, "native", False) else "fixed",
-        "tta": bool(getattr(predictor, "tta", False)),
-        "findings_rule": asdict(rule),
-        "image_score": getattr(predictor, "image_score", "max_prob"),
-    }
 
 
 def evaluate(

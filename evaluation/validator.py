@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.cases import run_inference, select_records
+from evaluation.cases import run_inference, select_records, settings_of
 from evaluation.scoring import json_safe, score_cases
 
 
@@ -66,6 +66,10 @@ class Validator:
             name = getattr(model_or_predictor, "name", "model")
             self._wrapped = (model_or_predictor, predictor_for(model_or_predictor, name, self.entry))
         return self._wrapped[1]
+
+    def settings(self, model_or_predictor) -> dict:
+        """What the maps are made and cut with (a report's ``settings``): scale, TTA, finding rule, image score."""
+        return settings_of(self._predictor(model_or_predictor))
 
     def score(self, model_or_predictor, threshold: float, progress: bool = False) -> dict:
         """Every report section (counts, segmentation, localization, image_level, pixel_accuracy,

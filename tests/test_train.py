@@ -345,10 +345,15 @@ def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_pa
     noted = json.loads((run / "runs.jsonl").read_text())
     assert noted["loss"] == "ce_dice_topk"
     # The epochs were scored with the shipped model's finding rule and image score (the manifest's).
+    from dataclasses import asdict
+
+    from findings import FindingRule
     from model_manifest import model_entry
 
     shipped = model_entry("encoder_decoder")
-    assert noted["valid_scoring"] == {"findings": shipped.get("findings") or {}, "image_score": shipped.get("image_score") or "max_prob"}
+    assert noted["valid_scoring"] == {"scale": "native", "tta": False,
+                                      "findings_rule": asdict(FindingRule(**(shipped.get("findings") or {}))),
+                                      "image_score": shipped.get("image_score") or "max_prob"}
     # Snapshots hold the weights only (no optimizer slots): they load into a fresh, uncompiled model.
     model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
     assert model.count_params() == 1_554_498
