@@ -7,6 +7,7 @@ RUN_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 PORT ?= 8501
 # The data set for tests and tools; $FRACATLAS_DIR wins when set.
 export FRACATLAS_DIR ?= $(firstword $(wildcard $(CURDIR)/fracture/FracAtlas $(CURDIR)/../shared/data/FracAtlas))
+export BONEFRACTURE_YOLO8_DIR ?= $(firstword $(wildcard $(CURDIR)/fracture/BoneFractureYolo8 $(CURDIR)/../shared/data/BoneFractureYolo8))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: run test lint clean-venv check-python

@@ -1,9 +1,15 @@
-"""The two segmentation models, defined once, and their loading.
+"""The segmentation models, each defined once, and their loading.
 
-Both take (256, 256, 3) float32 in [0, 1] and return (256, 256, 2) softmax
+All take (256, 256, 3) float32 in [0, 1] and return (256, 256, 2) softmax
 probabilities (channel 0 background, channel 1 fracture). They are fully
-convolutional, so they also run on other sizes divisible by 8 (U-Net: 16),
-which training uses for 128-px crops.
+convolutional, so they also run on other sizes divisible by
+``important_variables.PAD_MULTIPLES[name]`` (the seed encoder-decoder 8, the U-Net 16, the Lite0-UNet 32).
+
+- ``encoder_decoder`` and ``unet``: the two seed designs (exact layer stacks).
+- ``lite0_unet``: a U-Net decoder on an EfficientNet-Lite0 encoder (EfficientNet-B0
+  without squeeze-excitation, ReLU6, BN eps 1e-3), whose encoder can start from
+  ImageNet weights (``pretrained.efficientnet_lite0``). Its layers are named so that
+  each maps to one entry of the reference PyTorch state dict.
 
 Builders are pure functions (no file access); ``load_segmentation_model`` is the
 only place that reads a model file, and it asks ``model_manifest`` (the owner of
@@ -19,7 +25,7 @@ import keras
 from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
-from important_variables import CONFIG, MODEL_NAMES
+from important_variables import ARCHITECTURES, CONFIG, PAD_MULTIPLES
 from model_manifest import ModelIntegrityError, read_manifest, sha256_file, verify_model_file  # noqa: F401  (re-exported)
 
 INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
@@ -76,11 +82,101 @@ def build_unet(input_shape=INPUT_SHAPE) -> keras.Model:
     return keras.Model(inputs, _head(x), name="unet")
 
 
+#: EfficientNet-Lite0 stages: (expand ratio, kernel, stride, output channels, repeats).
+LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
+)
+LITE0_STEM_FILTERS = 32
+#: Blocks whose outputs are the U-Net skips at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input.
+LITE0_SKIP_BLOCKS = (0, 2, 4, 10, 15)
+#: Decoder widths, deepest first; the last stage runs at full resolution without a skip.
+LITE0_DECODER_FILTERS = (128, 64, 32, 16, 16)
+_BN = dict(epsilon=1e-3, momentum=0.99)
+
+
+def _lite0_conv(x, filters: int, kernel: int, stride: int, name: str, depthwise: bool = False):
+    """Conv (or depthwise conv) without bias, PyTorch-style symmetric zero padding of kernel // 2.
+
+    Keras' 'same' pads stride-2 convs asymmetrically; the reference weights were trained
+    with symmetric padding, and the port matches it so that ImageNet features carry over.
+    """
+    if kernel > 1:
+        x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+    if depthwise:
+        return layers.DepthwiseConv2D(kernel, strides=stride, padding="valid", use_bias=False, name=name)(x)
+    return layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=False, name=name)(x)
+
+
+def _bn_relu6(x, name: str, act: bool = True):
+    x = layers.BatchNormalization(name=f"{name}_bn", **_BN)(x)
+    return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if act else x
+
+
+def lite0_encoder(x):
+    """EfficientNet-Lite0 feature extractor on ``x`` (already normalised to about [-1, 1]).
+
+    Returns the outputs of ``LITE0_SKIP_BLOCKS`` (16, 24, 40, 112, 320 channels at 1/2 ... 1/32
+    of the input) and the last block's output. Layer names: ``stem``, ``block{N}_expand``,
+    ``block{N}_dw``, ``block{N}_project`` (+ ``_bn``), N = 0..15 in the reference order.
+    """
+    x = _bn_relu6(_lite0_conv(x, LITE0_STEM_FILTERS, 3, 2, "stem"), "stem")
+    skips, n, channels = [], 0, LITE0_STEM_FILTERS
+    for expand, kernel, stride, out, repeats in LITE0_STAGES:
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            name = f"block{n}"
+            h = x
+            if expand != 1:
+                h = _bn_relu6(_lite0_conv(h, channels * expand, 1, 1, f"{name}_expand"), f"{name}_expand")
+            h = _bn_relu6(_lite0_conv(h, 0, kernel, s, f"{name}_dw", depthwise=True), f"{name}_dw")
+            h = _bn_relu6(_lite0_conv(h, out, 1, 1, f"{name}_project"), f"{name}_project", act=False)
+            if s == 1 and channels == out:
+                h = layers.Add(name=f"{name}_add")([x, h])
+            x, channels = h, out
+            if n in LITE0_SKIP_BLOCKS:
+                skips.append(x)
+            n += 1
+    return skips
+
+
+def lite0_normalise(inputs):
+    """[0, 1] model input → (x·255 − 127) / 128, the range the ImageNet weights were trained on."""
+    return layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="imagenet_norm")(inputs)
+
+
+def _lite0_decoder_stage(x, filters: int, name: str):
+    for j in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv{j}")(x)
+        x = layers.BatchNormalization(name=f"{name}_conv{j}_bn", **_BN)(x)
+        x = layers.ReLU(name=f"{name}_conv{j}_relu")(x)
+    return x
+
+
+def build_lite0_unet(input_shape=INPUT_SHAPE) -> keras.Model:
+    """U-Net decoder on an EfficientNet-Lite0 encoder; 3,8xx,xxx parameters, input a multiple of 32.
+
+    Decoder: nearest 2x upsampling (bilinear does not trace with a size-free input), concat
+    with the skip of that scale, two 3x3 conv/BN/ReLU; widths ``LITE0_DECODER_FILTERS``; the
+    last stage reaches full resolution without a skip; 1x1 softmax head (float32).
+    """
+    inputs = keras.Input(input_shape, name="image")
+    skips = lite0_encoder(lite0_normalise(inputs))
+    x = skips[-1]
+    for i, f in enumerate(LITE0_DECODER_FILTERS):
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i + 1}_up")(x)
+        if i + 2 <= len(skips):
+            x = layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[-(i + 2)]])
+        x = _lite0_decoder_stage(x, f, f"dec{i + 1}")
+    return keras.Model(inputs, _head(x), name="lite0_unet")
+
+
 BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "unet": build_unet,
     "encoder_decoder": build_encoder_decoder,
+    "lite0_unet": build_lite0_unet,
 }
-assert set(BUILDERS) == set(MODEL_NAMES)
+assert set(BUILDERS) == set(ARCHITECTURES) == set(PAD_MULTIPLES)
 
 
 def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
@@ -88,7 +184,7 @@ def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
     try:
         builder = BUILDERS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}") from None
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(ARCHITECTURES)}") from None
     return builder(input_shape)
 
 

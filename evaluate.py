@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=(*MODEL_NAMES, "all"), help="which model, or all of them (required)")
     p.add_argument("--split", required=True, choices=("valid", "test"), help="official split to evaluate on (required)")
     p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the default locations)")
+    p.add_argument("--source", choices=("fracatlas", "yolo8"), default="fracatlas",
+                   help="data set: FracAtlas's official split, or the valid part of BoneFractureYolo8 carved by original "
+                        "name (fractured images only; report <model>_bonefractureyolo8_valid)")
+    p.add_argument("--yolo8-data", help="BoneFractureYolo8 directory (default: $BONEFRACTURE_YOLO8_DIR, then the default locations)")
     p.add_argument("--threshold", type=threshold_arg, help="probability threshold (default: the manifest's, chosen on valid)")
     p.add_argument("--out", default=str(CONFIG.reports_dir), help="output directory (default: reports/)")
     p.add_argument("--limit", type=positive_int, help="only the first N fractured and first N negative images (default: all)")
@@ -100,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_combination(args) -> None:
+    if args.source == "yolo8" and (args.split != "valid" or args.choose_threshold or args.ship):
+        raise UsageError("--source yolo8 has a valid part only, without verified negatives: use --split valid, "
+                         "without --choose-threshold or --ship (thresholds are chosen on FracAtlas valid)")
     if args.choose_threshold:
         if args.split != "valid":
             raise UsageError("--choose-threshold is only allowed with --split valid; choosing on the test split is not allowed")
@@ -156,6 +163,23 @@ def _run_model(name: str, args, atlas, manifest: dict, command: str) -> tuple[in
     return 0, ev.report
 
 
+def _open_source(args):
+    """The data set the split is read from (``FracAtlas`` or ``BoneFractureYolo8``); UsageError when missing."""
+    if args.source == "yolo8":
+        from fracture.bone_fracture_yolo8 import BoneFractureYolo8, is_yolo8_dir
+        from important_variables import resolve_yolo8_dir
+
+        root = resolve_yolo8_dir(args.yolo8_data)
+        if not is_yolo8_dir(root):
+            raise UsageError(f"{root or 'BoneFractureYolo8'}: BoneFractureYolo8 not found; pass --yolo8-data or set "
+                             f"${CONFIG.yolo8_env_var}")
+        return BoneFractureYolo8(root)
+    try:
+        return FracAtlas(require_data_dir(args.data))
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -166,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         import quiet_tf
 
         quiet_tf.import_tensorflow()  # before any Keras import: no TensorFlow start-up lines
-        data_dir = require_data_dir(args.data)
-        try:
-            atlas = FracAtlas(data_dir)
-        except DatasetError as exc:
-            raise UsageError(str(exc)) from None
+        atlas = _open_source(args)
     except UsageError as exc:
         return report_usage_error("evaluate.py", exc)
 

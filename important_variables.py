@@ -14,12 +14,17 @@ from types import MappingProxyType
 
 REPO_ROOT = Path(__file__).resolve().parent
 
-#: Names of the two shipped models, as used on the command line and in file names.
+#: Names of the shipped models, as used on the command line and in file names.
 MODEL_NAMES: tuple[str, ...] = ("unet", "encoder_decoder")
+#: Every architecture the builders know (the trainer's choices); a shipped model is one of them.
+ARCHITECTURES: tuple[str, ...] = (*MODEL_NAMES, "lite0_unet")
+#: Whole-image prediction pads each side to a multiple of 2 ** (stride-2 steps of the net);
+#: a model not listed uses ``CONFIG.pad_multiple``.
+PAD_MULTIPLES: Mapping[str, int] = MappingProxyType({"unet": 16, "encoder_decoder": 8, "lite0_unet": 32})
 
 #: Human labels for the UI, keyed by model name.
 MODEL_LABELS: Mapping[str, str] = MappingProxyType(
-    {"unet": "U-Net", "encoder_decoder": "Simple encoder-decoder"}
+    {"unet": "U-Net", "encoder_decoder": "Simple encoder-decoder", "lite0_unet": "Lite0-UNet (ImageNet encoder)"}
 )
 
 
@@ -41,6 +46,13 @@ class Config:
         REPO_ROOT.parent / "shared" / "data" / "FracAtlas",
     )
     data_env_var: str = "FRACATLAS_DIR"
+    #: The second training source (``fracture.bone_fracture_yolo8``): --yolo8-data, then this
+    #: variable, then these folders.
+    yolo8_env_var: str = "BONEFRACTURE_YOLO8_DIR"
+    yolo8_default_dirs: tuple[Path, ...] = (
+        REPO_ROOT / "fracture" / "BoneFractureYolo8",
+        REPO_ROOT.parent / "shared" / "data" / "BoneFractureYolo8",
+    )
 
     #: Model input: height, width, channels. Output: same H, W and 2 classes
     #: (0 = background, 1 = fracture), softmax.
@@ -82,7 +94,7 @@ class Config:
 
     seed: int = 1337
     model_files: Mapping[str, str] = field(
-        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in MODEL_NAMES})
+        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in ARCHITECTURES})
     )
 
     @property
@@ -92,7 +104,7 @@ class Config:
     def model_path(self, name: str) -> Path:
         """Path of the shipped ``.keras`` file for model ``name``."""
         if name not in self.model_files:
-            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(ARCHITECTURES)}")
         return self.saved_model_dir / self.model_files[name]
 
     def metrics_path(self, name: str) -> Path:
@@ -124,5 +136,21 @@ def resolve_data_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
         return Path(env).expanduser().resolve()
     for candidate in CONFIG.default_data_dirs:
         if is_fracatlas_dir(candidate):
+            return candidate.resolve()
+    return None
+
+
+def resolve_yolo8_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
+    """Find the BoneFractureYolo8 directory: the option, then ``$BONEFRACTURE_YOLO8_DIR``, then defaults.
+
+    Same rules as :func:`resolve_data_dir` (an explicit path is returned even if missing).
+    """
+    if cli_value:
+        return Path(cli_value).expanduser().resolve()
+    env = os.environ.get(CONFIG.yolo8_env_var)
+    if env:
+        return Path(env).expanduser().resolve()
+    for candidate in CONFIG.yolo8_default_dirs:
+        if (candidate / "data.yaml").is_file():
             return candidate.resolve()
     return None

@@ -106,6 +106,18 @@ def match_boxes(pred_boxes: np.ndarray, pred_scores: np.ndarray, truth_boxes: np
     return is_tp
 
 
+def topk_hits(pred_boxes: np.ndarray, pred_scores: np.ndarray, truth_boxes: np.ndarray, k: int, iou_threshold: float) -> int:
+    """Annotated boxes of one image matched by one of its ``k`` highest-scored predictions.
+
+    The same greedy one-to-one matching as :func:`match_boxes`, over the top ``k`` only (what
+    a reader looking at the first ``k`` numbered boxes sees). Returns a count in [0, M].
+    """
+    scores = np.asarray(pred_scores, np.float64).reshape(-1)
+    top = np.argsort(-scores, kind="stable")[:k]
+    boxes = np.asarray(pred_boxes, np.float64).reshape(-1, 4)[top]
+    return int(match_boxes(boxes, scores[top], truth_boxes, iou_threshold).sum())
+
+
 def precision_recall_curve(scores: np.ndarray, is_tp: np.ndarray, n_truth: int) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall after each detection, detections pooled over images by score.
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from findings import FindingRule
 from image_io import ImageLoadError, pad_to_multiple, resize_for_model, to_model_gray, to_native_gray
-from important_variables import CONFIG
+from important_variables import CONFIG, PAD_MULTIPLES
 from rendering import HEAT_FLOOR, HEAT_FULL, REVIEW_COLOR, display_gray, encode_png, heat_alpha, heatmap_legend, render_overlay
 from results import Finding, PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
 
@@ -87,7 +87,8 @@ class Predictor:
     Two input schemes, chosen by the model's input shape:
     - fixed (the seed's 256x256x3 input): every image is squeezed to 256x256;
     - native (a size-free input, (None, None, 3)): each image is brought to the training
-      scale (:func:`native_input`), padded to a multiple of 16 and forwarded whole; the
+      scale (:func:`native_input`), padded to a multiple of the net's stride
+      (``important_variables.PAD_MULTIPLES``: 16 for the U-Net) and forwarded whole; the
       map is cropped back. ``create_segmentation_model.for_inference`` makes that twin of
       a shipped model when its manifest entry says ``"inference": {"scale": "native"}``.
     ``tta`` averages with the horizontally flipped pass. ``finding_rule`` (a
@@ -107,9 +108,11 @@ class Predictor:
         self.finding_rule = finding_rule or FindingRule()
         self.image_score = image_score
         self.native = model.input_shape[1] is None
+        #: Native inputs are zero-padded to a multiple of this (the net's total stride).
+        self.pad_multiple = PAD_MULTIPLES.get(model.name, CONFIG.pad_multiple)
         self._forward = self._compiled_forward(model, jit_compile)
         if warmup:
-            w = CONFIG.pad_multiple * 4 if self.native else S
+            w = self.pad_multiple * 4 if self.native else S
             self.forward(np.zeros((1, w, w, CONFIG.input_channels), np.float32))
 
     def _compiled_forward(self, model, jit_compile: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -151,7 +154,7 @@ class Predictor:
         if not self.native:
             return fixed_size_probs(self.forward, images)
         grays = [native_input(p) for p in images]
-        padded = [pad_to_multiple(g) for g in grays]
+        padded = [pad_to_multiple(g, self.pad_multiple) for g in grays]
         out: list[np.ndarray | None] = [None] * len(grays)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, x in enumerate(padded):  # images of one padded size share a forward call

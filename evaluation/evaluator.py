@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cli_common import UsageError
 from evaluation.cases import Case, run_inference, select_records, settings_of
@@ -97,8 +98,9 @@ def evaluate(
         "model_label": MODEL_LABELS.get(name, name),
         "model_file": model_file,
         "model_sha256": model_sha256,
+        "source": getattr(atlas, "name", "FracAtlas"),
         "split": split,
-        "data_dir": str(atlas.root),
+        "data_dir": Path(atlas.root).name,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "limit": limit,

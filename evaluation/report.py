@@ -159,7 +159,8 @@ def write_report(ev: Evaluation, out_dir: Path | str, grid: bool | None = None) 
     matplotlib.use("Agg")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{ev.report['model']}_{ev.report['split']}"
+    source = ev.report.get("source") or "FracAtlas"
+    stem = f"{ev.report['model']}_{ev.report['split']}" if source == "FracAtlas" else f"{ev.report['model']}_{source.lower()}_{ev.report['split']}"
     written = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}_pr.png", out / f"{stem}_roc.png"]
     written[0].write_text(json.dumps(ev.report, indent=2) + "\n", encoding="utf-8")
     written[1].write_text(markdown_table([ev.report]), encoding="utf-8")

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from evaluation.cases import Case
-from evaluation.definitions import AP_IOUS, CRITERION_IOU
+from evaluation.definitions import AP_IOUS, CRITERION_IOU, TOPK_HIT
 from metrics import (
     average_precision,
     dice_score,
@@ -21,9 +21,11 @@ from metrics import (
     roc_auc,
     roc_curve,
     sensitivity_specificity,
+    topk_hits,
 )
 
-BODY_PARTS = ("hand", "leg", "hip", "shoulder", "mixed", "unknown")
+#: FracAtlas's body parts, then the second source's (fracture.bone_fracture_yolo8.BODY_PARTS).
+BODY_PARTS = ("hand", "leg", "hip", "shoulder", "mixed", "elbow", "fingers", "forearm", "humerus", "wrist", "unknown")
 
 
 def json_safe(x):
@@ -153,6 +155,11 @@ def _localization(cases: list[Case], threshold: float) -> tuple[dict, dict]:
         curves[f"pr{tag}"] = precision_recall_curve(scores, is_tp, n_truth)
         localization["n_annotated_boxes"] = n_truth
         localization["n_findings"] = int(is_tp.size)
+    hits = sum(topk_hits(np.array([f.box for f in c.findings(threshold)], np.float64).reshape(-1, 4),
+                         np.array([f.score for f in c.findings(threshold)], np.float64), c.record.boxes(), TOPK_HIT, CRITERION_IOU)
+               for c in cases if c.fractured)
+    n_boxes = localization.get("n_annotated_boxes", 0)
+    localization[f"top{TOPK_HIT}_hit_rate"] = hits / n_boxes if n_boxes else float("nan")
     return localization, curves
 
 

@@ -33,7 +33,8 @@ class NativeSplit:
     """One split decoded at training scale.
 
     images[i]: (h_i, w_i) uint8 grey; masks[i]: (h_i, w_i) uint8 in {0, 1};
-    scales[i]: factor from the stored grid to this one; fractured: (N,) bool.
+    scales[i]: factor from the stored grid to this one; fractured: (N,) bool;
+    sources: (N,) str, the data source of each image (None: one source).
     """
 
     images: list[np.ndarray]
@@ -42,6 +43,21 @@ class NativeSplit:
     fractured: np.ndarray
     scales: np.ndarray
     skipped: list[str]
+    sources: np.ndarray | None = None
+
+
+def concat_splits(parts: dict[str, NativeSplit]) -> NativeSplit:
+    """One training split from several sources (``{source name: split}``), ``sources`` filled in."""
+    out = NativeSplit([], [], [], np.zeros(0, bool), np.zeros(0), [], np.zeros(0, dtype=object))
+    for name, sp in parts.items():
+        out.images += sp.images
+        out.masks += sp.masks
+        out.ids += [f"{name}/{i}" for i in sp.ids]
+        out.skipped += sp.skipped
+        out.fractured = np.concatenate([out.fractured, sp.fractured])
+        out.scales = np.concatenate([out.scales, sp.scales])
+        out.sources = np.concatenate([out.sources, np.full(len(sp.ids), name, dtype=object)])
+    return out
 
 
 def _decode(rec: Record) -> tuple[np.ndarray, np.ndarray, float]:
@@ -82,7 +98,7 @@ def load_native_split(ds: FracAtlas, split: str, limit: int | None = None, use_c
         use_cache = False
     records = frac + neg
     key = hashlib.sha256(f"{Path(ds.root).resolve()}|{CONFIG.native_long_side}|native-v1|".encode() + "|".join(r.image_id for r in records).encode())
-    cache_file = CONFIG.cache_dir / f"fracatlas_{split}_native_{key.hexdigest()[:16]}.npz"
+    cache_file = CONFIG.cache_dir / f"{getattr(ds, 'name', 'FracAtlas').lower()}_{split}_native_{key.hexdigest()[:16]}.npz"
     if use_cache and cache_file.is_file():
         z = np.load(cache_file, allow_pickle=False)
         out = NativeSplit(_unpack(z["images"], z["shapes"]), _unpack(z["masks"], z["shapes"]), list(z["ids"]),
@@ -199,6 +215,14 @@ class CropSampler:
         self.frac = np.flatnonzero(split.fractured)
         self.neg = np.flatnonzero(~split.fractured)
         self._pixels = {int(i): fracture_pixels(split.masks[i]) for i in self.frac}
+        # Several sources: each gives the same share of the fracture-holding crops, so the larger
+        # one (with its augmented copies) does not drown the other; negatives stay uniform.
+        self.frac_p = None
+        if split.sources is not None and len(self.frac) and len(set(split.sources[self.frac])) > 1:
+            src = split.sources[self.frac]
+            counts = {s: int((src == s).sum()) for s in set(src)}
+            p = np.array([1.0 / counts[s] for s in src])
+            self.frac_p = p / p.sum()
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """x (B, crop, crop, 3) float32 in [0, 1] (grey replicated), y (B, crop, crop, 2) float32 one-hot."""
@@ -207,7 +231,7 @@ class CropSampler:
         y = np.zeros((batch_size, c, c, CONFIG.num_classes), np.float32)
         for b in range(batch_size):
             use_frac = len(self.frac) and (not len(self.neg) or rng.random() < self.fractured_share)
-            i = int(rng.choice(self.frac if use_frac else self.neg))
+            i = int(rng.choice(self.frac, p=self.frac_p) if use_frac else rng.choice(self.neg))
             g, m = sample_crop(self.split.images[i], self.split.masks[i], rng, c, bool(use_frac), self.aug,
                                self._pixels.get(i, ((), ())))
             x[b] = g[..., None]

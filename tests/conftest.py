@@ -72,3 +72,15 @@ def predictor_factory():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def yolo8_dir() -> Path:
+    """The BoneFractureYolo8 directory ($BONEFRACTURE_YOLO8_DIR, else the default locations)."""
+    from fracture.bone_fracture_yolo8 import is_yolo8_dir
+    from important_variables import resolve_yolo8_dir
+
+    d = resolve_yolo8_dir(None)
+    if not is_yolo8_dir(d):
+        _require("BoneFractureYolo8", f"BoneFractureYolo8 not found; set ${CONFIG.yolo8_env_var}")
+    return d

@@ -1,4 +1,4 @@
-"""The two architectures: exact parameter counts, shapes, save/load with the custom loss."""
+"""The architectures: exact parameter counts, shapes, save/load with the custom loss."""
 
 import subprocess
 import sys
@@ -14,7 +14,7 @@ from create_segmentation_model import (
     load_segmentation_model,
     sha256_file,
 )
-from important_variables import CONFIG, MODEL_NAMES
+from important_variables import ARCHITECTURES, CONFIG, MODEL_NAMES, PAD_MULTIPLES
 
 
 def _load_in_fresh_process(path) -> str:
@@ -59,8 +59,35 @@ def test_unknown_model_name_is_rejected():
         build_model("resnet")
 
 
+def test_lite0_unet_parameter_count_skips_and_size_free_input():
+    from create_segmentation_model import LITE0_SKIP_BLOCKS, build_lite0_unet
+
+    m = build_lite0_unet()
+    assert m.count_params() == 3_827_522
+    assert m.output_shape == (None, 256, 256, 2)
+    assert sum(layer.name.endswith("_concat") for layer in m.layers) == len(LITE0_SKIP_BLOCKS) - 1
+    assert not any(type(layer).__name__ == "SqueezeExcitation" or "_se_" in layer.name for layer in m.layers)
+    twin = build_model("lite0_unet", input_shape=(None, None, 3))
+    twin.set_weights(m.get_weights())
+    x = np.random.default_rng(1).random((1, 256, 256, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(twin(x)), np.asarray(m(x)), atol=1e-5)
+    # Any multiple of the net's stride works whole (32 = 2 ** 5 stride-2 steps), as native prediction needs.
+    assert PAD_MULTIPLES["lite0_unet"] == 32
+    assert tuple(twin(np.zeros((1, 480, 352, 3), np.float32)).shape) == (1, 480, 352, 2)
+
+
+def test_the_predictor_pads_each_model_to_its_own_stride():
+    from prediction import Predictor
+
+    twin = build_model("lite0_unet", input_shape=(None, None, 3))
+    p = Predictor(twin, "lite0_unet", warmup=False)
+    assert p.pad_multiple == 32
+    (prob,) = p.predict_probs([np.full((373, 454), 120, np.uint8)])  # 373 is not a multiple of 32
+    assert prob.shape == (373, 454) and np.isfinite(prob).all()
+
+
 def test_no_lambda_layers():
-    for name in MODEL_NAMES:
+    for name in ARCHITECTURES:
         assert not any(type(layer).__name__ == "Lambda" for layer in build_model(name).layers)
 
 

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("fracture", "evaluation")
+PACKAGES = ("fracture", "evaluation", "pretrained")
 
 
 def build_shim(dest: Path) -> list[str]:
