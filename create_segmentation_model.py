@@ -199,23 +199,69 @@ def variable_size_twin(model: keras.Model) -> keras.Model:
     return twin
 
 
+def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The native bfloat16 instruction sets the CPU advertises: a subset of {'amx_bf16', 'avx512_bf16'}."""
+    try:
+        flags = set(cpuinfo.read_text(errors="replace").split())
+    except OSError:
+        return set()
+    return flags & {"amx_bf16", "avx512_bf16"}
+
+
 def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True when the CPU advertises AMX bfloat16 tiles (``amx_bf16`` in /proc/cpuinfo)."""
-    try:
-        return "amx_bf16" in cpuinfo.read_text(errors="replace").split()
-    except OSError:
-        return False
+    return "amx_bf16" in cpu_bf16_flags(cpuinfo)
 
 
-def choose_precision(requested: str = "auto") -> str:
-    """Keras dtype policy name: 'mixed_bfloat16' on AMX CPUs when ``requested`` is 'auto', else float32.
+def time_train_step(name: str, policy: str, batch: int = 2, side: int = CONFIG.input_size, steps: int = 2) -> float:
+    """Seconds per training step of architecture ``name`` under Keras dtype ``policy`` (after one warm-up step).
 
-    On AMX, bf16 ran the U-Net 1.8x faster (training and inference); without AMX,
-    bf16 is emulated and slower, so it is never assumed.
+    Random inputs, the default loss; the global policy is restored afterwards.
     """
-    if requested == "auto":
-        return "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
-    return requested
+    import time
+
+    import numpy as np
+
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_model(name, input_shape=(None, None, CONFIG.input_channels))
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        rng = np.random.default_rng(0)
+        x = rng.random((batch, side, side, CONFIG.input_channels), dtype=np.float32)
+        y = np.zeros((batch, side, side, CONFIG.num_classes), np.float32)
+        y[..., 0] = 1.0
+        model.train_on_batch(x, y)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return (time.perf_counter() - t0) / steps
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+#: bf16 is chosen only when it is at least this much faster than float32 in the start-up measurement.
+BF16_MIN_SPEEDUP = 1.1
+
+
+def choose_precision(requested: str = "auto", name: str | None = None, timer=time_train_step) -> str:
+    """Keras dtype policy name for training: ``requested`` unless it is 'auto'.
+
+    'auto': a CPU without native bf16 instructions (no ``amx_bf16``, no ``avx512_bf16``) emulates
+    bf16, which is slower, so float32 without measuring. With them and an architecture ``name``,
+    a short measurement decides (``timer(name, policy)``: seconds per step; bf16 must be
+    ``BF16_MIN_SPEEDUP`` x faster): bf16 ran the seed U-Net 1.6x faster on an AVX512-BF16 CPU but
+    the Lite0-UNet slower there, so one CPU flag cannot decide. Without ``name``, AMX decides.
+    """
+    if requested != "auto":
+        return requested
+    flags = cpu_bf16_flags()
+    if not flags:
+        return "float32"
+    if name is None:
+        return "mixed_bfloat16" if "amx_bf16" in flags else "float32"
+    fp32, bf16 = timer(name, "float32"), timer(name, "mixed_bfloat16")
+    return "mixed_bfloat16" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "float32"
 
 
 def load_segmentation_model(

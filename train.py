@@ -121,7 +121,8 @@ def build_parser() -> Parser:
     p.add_argument("--valid-threshold", type=threshold_arg, default=CONFIG.default_threshold, help="threshold of the epoch's valid scores")
     p.add_argument("--monitor", choices=MONITORS, default="val_dice", help="valid score that picks best.keras (higher is better)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
-                   help="Keras dtype policy; auto = mixed_bfloat16 only on CPUs with AMX")
+                   help="Keras dtype policy; auto = float32 on CPUs without native bf16, else a short fp32-vs-bf16 "
+                   "training-step measurement of the model decides")
     p.add_argument("--limit", type=positive_int, help="only N fractured + N negative images per split (smoke tests; default: all)")
     p.add_argument("--time-budget-minutes", type=float, help="train for this many wall-clock minutes (validation included): "
                    "cosine learning rate over the time, set at each epoch start; --epochs is then a cap (default: off, "
@@ -380,7 +381,7 @@ def train(args, command: str) -> int:
     from fracture.native import crop_batches, load_native_split
     from image_io import pad_to_multiple
 
-    policy = choose_precision(args.precision)
+    policy = choose_precision(args.precision, args.model)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(args.seed)
     atlas = FracAtlas(data_dir)

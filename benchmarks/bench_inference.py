@@ -186,7 +186,7 @@ def table(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="FracAtlas folder (default: $FRACATLAS_DIR, then the usual places)")
-    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder"])
+    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder", "lite0_unet"])
     ap.add_argument("--runs", type=int, default=30, help="timed runs per measurement (>= 20 for the report)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--cli-images", type=int, default=200)

@@ -8,8 +8,9 @@ For each model and Keras dtype policy it runs the real training input pipeline
 ``model.fit`` of a freshly built model with the training loss, and times ``--steps``
 batches after ``--warmup-steps`` (tracing) batches. It also times the input pipeline
 alone (one thread; the trainer draws batches on every core), so a slow step can be attributed. ``mixed_bfloat16`` is measured only where the
-CPU has AMX (``amx_bf16``), unless ``--force-bf16``: elsewhere bf16 is emulated, and the
-trainer never picks it. Only ``--limit`` fractured + ``--limit`` negative train images
+CPU has native bf16 instructions (``amx_bf16`` or ``avx512_bf16``), unless ``--force-bf16``: elsewhere bf16
+is emulated, and the trainer never picks it. The allocator matters on CPU: run it once plain and once with
+``LD_PRELOAD=libtcmalloc_minimal.so.4`` to compare (the JSON records ``LD_PRELOAD``). Only ``--limit`` fractured + ``--limit`` negative train images
 are decoded (speed does not depend on which). Prints a table and the JSON.
 """
 
@@ -82,7 +83,7 @@ def bench_fit(name: str, split, precision: str, batch_size: int, warmup: int, st
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the usual places)")
-    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder"], help="models to time")
+    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder", "lite0_unet"], help="models to time")
     ap.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"], help="Keras dtype policies to time")
     ap.add_argument("--force-bf16", action="store_true", help="time mixed_bfloat16 even without AMX (emulated)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.steps, args.warmup_steps, args.limit = 5, 2, 16
 
-    from create_segmentation_model import cpu_has_amx_bf16
+    from create_segmentation_model import cpu_bf16_flags
     from fracture.dataset import FracAtlas
     from fracture.native import load_native_split
     from important_variables import is_fracatlas_dir, resolve_data_dir
@@ -105,13 +106,14 @@ def main(argv=None) -> int:
     if not is_fracatlas_dir(data_dir):
         ap.error("FracAtlas not found: pass --data or set $FRACATLAS_DIR")
     split = load_native_split(FracAtlas(data_dir), "train", limit=args.limit)
-    amx = cpu_has_amx_bf16()
-    res = {"load_avg_start": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(), "amx_bf16": amx,
+    amx = bool(cpu_bf16_flags())
+    res = {"load_avg_start": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(), "bf16_flags": sorted(cpu_bf16_flags()),
+           "ld_preload": os.environ.get("LD_PRELOAD", ""),
            "batch_size": args.batch_size, "images": len(split.ids), "results": [], "skipped": []}
     pipe = bench_pipeline(split, args.batch_size, args.steps)
     for precision in args.precisions:
         if precision == "mixed_bfloat16" and not (amx or args.force_bf16):
-            res["skipped"].append("mixed_bfloat16: this CPU has no AMX (amx_bf16); bf16 would be emulated (--force-bf16 to time it)")
+            res["skipped"].append("mixed_bfloat16: this CPU has no native bf16 (amx_bf16, avx512_bf16); bf16 would be emulated (--force-bf16 to time it)")
             continue
         for name in args.models:
             log.info("%s, %s ...", name, precision)

@@ -466,8 +466,20 @@ def test_amx_detection_reads_cpuinfo(tmp_path, monkeypatch):
     without.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16\n")
     assert csm.cpu_has_amx_bf16(with_amx) and not csm.cpu_has_amx_bf16(without)
     assert not csm.cpu_has_amx_bf16(tmp_path / "missing")
-    monkeypatch.setattr(csm, "cpu_has_amx_bf16", lambda cpuinfo=None: True)
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor : 0\nflags : fpu sse avx2 fma\n")
+    assert csm.cpu_bf16_flags(with_amx) == {"amx_bf16"} and csm.cpu_bf16_flags(without) == {"avx512_bf16"}
+    assert csm.cpu_bf16_flags(avx2) == set()
+    monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: {"amx_bf16"})
     assert csm.choose_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(csm, "cpu_has_amx_bf16", lambda cpuinfo=None: False)
+    monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: set())
     assert csm.choose_precision("auto") == "float32"
+    # Native bf16 and a model name: the measurement decides, per model.
+    monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: {"avx512_bf16"})
+    faster_bf16 = {"float32": 1.0, "mixed_bfloat16": 0.6}
+    slower_bf16 = {"float32": 1.0, "mixed_bfloat16": 1.2}
+    assert csm.choose_precision("auto", "unet", timer=lambda n, p: faster_bf16[p]) == "mixed_bfloat16"
+    assert csm.choose_precision("auto", "lite0_unet", timer=lambda n, p: slower_bf16[p]) == "float32"
+    calls = []
+    assert csm.choose_precision("float32", "unet", timer=lambda n, p: calls.append(p)) == "float32" and not calls
     assert csm.choose_precision("mixed_bfloat16") == "mixed_bfloat16" and csm.choose_precision("float32") == "float32"
