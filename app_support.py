@@ -77,13 +77,21 @@ def fit_for_display(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.n
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def findings_rows(findings) -> list[dict]:
-    """Rows of the findings table: number, box, score and area, one per finding."""
+#: Column names of the findings table: the value that made a region a finding, and the one findings are ranked by.
+PEAK_COLUMN = "peak score (reached the threshold)"
+RANK_COLUMNS = {"mean": "ranking score (region mean)", "max": "ranking score (region peak)"}
+
+
+def findings_rows(findings, rule=None) -> list[dict]:
+    """Rows of the findings table, one per finding: number, box, the region's peak score (what reached
+    the threshold), the score findings are ranked by (``rule.score``: region mean or peak) and area."""
+    rank = RANK_COLUMNS["mean" if rule is not None and rule.score == "mean" else "max"]
     return [
         {
             "#": f.index,
             "box (x0, y0, x1, y1)": ", ".join(str(v) for v in f.box),
-            "score": round(float(f.score), 3),
+            PEAK_COLUMN: round(float(f.score if f.peak is None else f.peak), 3),
+            rank: round(float(f.score), 3),
             "area (px)": int(f.area_px),
         }
         for f in findings
@@ -91,15 +99,13 @@ def findings_rows(findings) -> list[dict]:
 
 
 def finding_score_caption(rule) -> str:
-    """What the findings table's score is, for ``rule`` (a ``findings.FindingRule`` or None)."""
+    """What the findings table's two scores are, for ``rule`` (a ``findings.FindingRule`` or None)."""
     if rule is not None and rule.score == "mean":
-        return ("Score: the mean fracture score over the finding's marked region (it can be below the "
-                "threshold; a region becomes a finding when its highest score reaches the threshold).")
-    return "Score: the highest fracture score inside the finding's marked region."
-
-
-def no_finding_message(threshold: float) -> str:
-    return f"No fracture found at threshold {threshold:.2f}."
+        return ("Peak score: the highest fracture score in the region; a region becomes a finding when it reaches the "
+                "threshold. Ranking score: the mean fracture score over the region (so it can be below the threshold); "
+                "findings are numbered by it.")
+    return ("Peak score: the highest fracture score in the region; a region becomes a finding when it reaches the "
+            "threshold. Findings are ranked and numbered by it.")
 
 
 def load_upload(name: str, data: bytes):

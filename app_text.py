@@ -39,14 +39,22 @@ HOME_SCOPE = (
     "**What it does not do**\n"
     "- it does not diagnose, grade or classify fractures, and it knows nothing about the patient;\n"
     "- it learned from FracAtlas only (hand, leg, hip and shoulder X-rays from three hospitals in "
-    "Bangladesh); other body parts, CT or MRI give meaningless marks."
+    "Bangladesh); other body parts, CT or MRI give meaningless marks;\n"
+    "- it does not clear an X-ray: *no finding* means that nothing reached the threshold, and at the default "
+    "thresholds the models leave many fractured validation X-rays without a mark (each reading says how many);\n"
+    "- X-rays unlike the training images (other hospitals or devices, children, orthopaedic hardware, photos "
+    "of a screen) may do worse; results on images far from the training X-rays carry a warning."
 )
 
 LIMITS = (
     "- **Limits:** one country, three hospitals and their devices; no spine or skull, no CT/MRI. "
     "Subtle or overlapping fractures are outlined less consistently than obvious ones.\n"
-    "- **Models:** small (about 1.5–2 million parameters), trained from scratch on the images "
-    "above; hairline fractures may be below what they resolve."
+    "- **Models:** small (about 1.5–2 million parameters), trained on the images above only (no "
+    "pre-training on other pictures; the last runs continued from earlier weights of the same models); "
+    "hairline fractures may be below what they resolve.\n"
+    "- **Unfamiliar X-rays:** other hospitals and devices, children, orthopaedic hardware or photos of a "
+    "screen may do worse than the figures here. Results on images far from the training X-rays carry a "
+    "warning, *unlike the training images*."
 )
 
 METRICS_EXPLAINED = """

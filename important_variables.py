@@ -91,6 +91,8 @@ class Config:
     min_image_side: int = 16
 
     image_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".dcm")
+    #: What ``predict.py`` takes from a folder: every format the decoder reads.
+    folder_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".dcm", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
     seed: int = 1337
     model_files: Mapping[str, str] = field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,7 @@ def reliability_check(metrics: Mapping | None, entry: Mapping | None) -> dict | 
     if cal is not None:
         if values is not None:
             report = reliability_report(*values, cal, split=split)
-            return {**report, "calibrated": True, "image_score": kind, "source": f"{split} split, evaluated now"}
+            return {**report, "calibrated": True, "image_score": kind, "source": f"{split} split"}
         stored = cal.get("reliability")
         if isinstance(stored, Mapping) and isinstance(stored.get("bins"), list) and _get(stored, "ece") is not None:
             source = f"{stored.get('split', '?')} split" + (", in-sample (optimistic)" if stored.get("in_sample") else "")
@@ -270,5 +271,143 @@ def miss_note(entry: Mapping | None, threshold: float) -> str | None:
             "without any finding: no mark does not rule a fracture out.")
 
 
-__all__ = ["ROWS", "ECE_LABEL", "read_metrics", "named_metrics_rows", "verdict", "reliability_check",
-           "operating_points", "operating_point_at", "threshold_tradeoff", "operating_points_table", "miss_note"]
+# --------------------------------------------------------------------------- per source
+#: The data set a model was trained, evaluated and calibrated on, when a file does not name one.
+DEFAULT_SOURCE = "FracAtlas"
+#: The likelihood's calibration "holds" on a source when its ECE there is at most this
+#: (a likelihood of 30 % is then off by 10 points or less on average) and the source has both classes.
+CALIBRATION_HOLDS_ECE = 0.10
+
+
+def reliability_by_source(metrics: Mapping | None, entry: Mapping | None) -> list[dict]:
+    """The likelihood's reliability per image source of the evaluation, for the model card and for
+    the words next to the likelihood.
+
+    Sources are the ``source`` of the metrics' ``per_image`` records (absent = :data:`DEFAULT_SOURCE`);
+    [] when the file has a single source, no per-image scores of the entry's image score, or the
+    entry no usable calibration. Each item: {"source", "n", "n_fractured", "ece" (None when the
+    source has one class only), "mean_likelihood", "share_fractured", "holds" (ECE ≤
+    :data:`CALIBRATION_HOLDS_ECE`; False when it cannot be checked)}.
+    """
+    entry = entry or {}
+    cal = valid_calibration(entry.get("calibration"))
+    per_image = (metrics or {}).get("per_image") if isinstance(metrics, Mapping) else None
+    if cal is None or not isinstance(per_image, list):
+        return []
+    kind = entry.get("image_score") or "max_prob"
+    groups: dict[str, list] = {}
+    for rec in per_image:
+        if isinstance(rec, Mapping):
+            groups.setdefault(str(rec.get("source") or DEFAULT_SOURCE), []).append(rec)
+    if len(groups) < 2:
+        return []
+    from calibration import apply_calibration, expected_calibration_error
+
+    out = []
+    for source, recs in sorted(groups.items()):
+        pairs = [(_score(r, kind), r.get("fractured")) for r in recs]
+        pairs = [(v, int(y)) for v, y in pairs if v is not None and isinstance(y, bool)]
+        if not pairs:
+            continue
+        scores, labels = zip(*pairs, strict=True)
+        probs = apply_calibration(list(scores), cal)
+        both = 0 < sum(labels) < len(labels)
+        ece = round(expected_calibration_error(probs, labels), 4) if both else None
+        out.append({"source": source, "n": len(pairs), "n_fractured": int(sum(labels)), "ece": ece,
+                    "mean_likelihood": round(float(sum(probs) / len(probs)), 4),
+                    "share_fractured": round(sum(labels) / len(labels), 4),
+                    "holds": ece is not None and ece <= CALIBRATION_HOLDS_ECE})
+    return out
+
+
+def _score(rec: Mapping, kind: str):
+    scores = rec.get("image_scores")
+    value = scores.get(kind) if isinstance(scores, Mapping) else (rec.get("fracture_score") if kind == "max_prob" else None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def miss_notes_by_source(entry: Mapping | None, threshold: float) -> list[str]:
+    """For a no-finding reading, the miss rate at the recorded threshold nearest to ``threshold`` per
+    image source, from ``operating_points.by_source`` ({source: {"rows": [...]}}, same rows as the
+    entry's own); [] when none are recorded. Example: "BoneFractureYolo8: 62% left without a finding at 0.90"."""
+    points = entry.get("operating_points") if isinstance(entry, Mapping) else None
+    by_source = points.get("by_source") if isinstance(points, Mapping) else None
+    if not isinstance(by_source, Mapping):
+        return []
+    out = []
+    for source, block in sorted(by_source.items()):
+        row = operating_point_at({"operating_points": block}, threshold) if isinstance(block, Mapping) else None
+        if row is not None:
+            out.append(f"{source}: {1 - row['sensitivity']:.0%} of the fractured X-rays left without a finding at "
+                       f"{row['threshold']:.2f}")
+    return out
+
+
+# --------------------------------------------------------------------------- training facts
+#: Image scores in words (the manifest's ``image_score``).
+IMAGE_SCORE_WORDS = {
+    "max_prob": "the highest pixel score",
+    "topk_mean": "the mean of the highest pixel scores (top 64)",
+    "best_finding": "the best finding's score",
+}
+_ABS_OR_HIDDEN = re.compile(r"(?<![\w.])(?:/[^\s'\"]+|\.[A-Za-z0-9_-]+/[^\s'\"]*)")
+
+
+def public_text(text: str) -> str:
+    """``text`` without machine-specific paths: an absolute path or one under a hidden folder
+    (``.devinit/unet.weights.h5``, ``/home/x/data/FracAtlas``) becomes its last part (``unet.weights.h5``,
+    ``FracAtlas``); relative paths of the repository (``checkpoints/gpu/...``) stay."""
+    def last_part(m: re.Match) -> str:
+        parts = [p for p in m.group(0).rstrip("/").split("/") if p]
+        return parts[-1] if parts else m.group(0)
+
+    return _ABS_OR_HIDDEN.sub(last_part, str(text))
+
+
+def _number(value) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def training_facts(entry: Mapping | None) -> list[tuple[str, str]]:
+    """(label, value in words) rows of what the manifest says about a model's weights and settings.
+
+    Counts of the last training run are labelled as such (the entry's ``epochs``, ``training_minutes``
+    and ``samples_seen`` cover the run whose command is recorded, up to the shipped snapshot, not
+    earlier runs it started from); "–" for what is not recorded. No paths, no internal keys.
+    """
+    entry = entry if isinstance(entry, Mapping) else {}
+    command = str(entry.get("training_command") or "").split()
+    start = public_text(command[command.index("--init-from") + 1]) if "--init-from" in command[:-1] else None
+    margin = _get(entry, "borderline_margin")
+    score = entry.get("image_score")
+    rows = [
+        ("Parameters", _number(entry.get("params"))),
+        ("Started from", f"earlier weights of the same model ({start})" if start else
+         "random weights" if command else None),
+        ("Epochs of the last run (up to the shipped snapshot)", _number(entry.get("epochs"))),
+        ("Training crops of the last run", _number(entry.get("samples_seen"))),
+        ("Minutes of the last run", _number(entry.get("training_minutes"))),
+        ("Default threshold", None if _get(entry, "threshold") is None else f"{entry['threshold']:.2f}"),
+        ("How the threshold was chosen", _threshold_words(entry)),
+        ("Borderline band below the threshold", None if margin is None else
+         ("none (no borderline state)" if margin == 0 else f"{margin:.2f}")),
+        ("Image score (for the likelihood and ROC)", IMAGE_SCORE_WORDS.get(score, score) if isinstance(score, str) else None),
+    ]
+    return [(label, "–" if value is None else value) for label, value in rows]
+
+
+def _threshold_words(entry: Mapping) -> str | None:
+    source = entry.get("threshold_source")
+    if not isinstance(source, str):
+        return None
+    if "choose-threshold" in source or "chosen on valid" in source:
+        return "on the validation images: the best F1 of findings matched to annotated fractures (box overlap ≥ 25 %)"
+    return public_text(source)
+
+
+__all__ = ["ROWS", "ECE_LABEL", "DEFAULT_SOURCE", "CALIBRATION_HOLDS_ECE", "IMAGE_SCORE_WORDS", "read_metrics",
+           "named_metrics_rows", "verdict", "reliability_check", "reliability_by_source", "operating_points",
+           "operating_point_at", "threshold_tradeoff", "operating_points_table", "miss_note", "miss_notes_by_source",
+           "public_text", "training_facts"]

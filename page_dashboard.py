@@ -1,7 +1,7 @@
 """The Dashboard page: upload X-rays, pick a model or compare both, read the marked result.
 
 Thin UI: decoding is in ``image_io``, prediction in ``prediction``, the reading of a
-result (finding / borderline / clean, likelihood) in ``result_status``, the DICOM
+result (finding / borderline / no finding, likelihood) in ``result_status``, its words in ``reading``, the DICOM
 export in ``dicom_export``, small pure helpers in ``app_support``.
 
 State that lasts (Dashboard → Models → Dashboard): every setting is a widget with
@@ -37,7 +37,7 @@ K_CENTER = "window_center"
 K_WIDTH = "window_width"
 K_HEATMAP = "show_heatmap"
 K_UPLOADS = "uploads"  # the file uploader widget
-K_FILES = "_files"  # content hash → {"name", "data"}: this session's uploads, in upload order
+K_FILES = "_files"  # content hash → {"name", "data", "batch", "pos"}: this session's uploads (batch: upload order)
 K_WIDGET_HAD = "_uploader_had"  # hashes the uploader widget held on the previous run
 K_FILE_IDS = "_file_ids"  # uploader file_id → content hash (each upload hashed once)
 K_ANALYSES = "_analyses"  # content hash → decoded image and probability maps per model
@@ -195,13 +195,35 @@ def _forget(digests: list[str]) -> None:
         files.pop(d, None)
 
 
+def _newest_first(store: dict) -> list[str]:
+    """Digests of ``store``, the latest upload batch first, each batch in the order its files were given."""
+    return sorted(store, key=lambda d: (-store[d].get("batch", 0), store[d].get("pos", 0)))
+
+
+def earlier_uploads_ui(earlier: list[str], store: dict, uploader_empty: bool) -> None:
+    """The uploads of this session that the uploader no longer holds (it forgets its files when the page
+    is left): one line each with its own Remove button, and one button for all of them."""
+    what = f"{len(earlier)} earlier upload{'s' if len(earlier) != 1 else ''} of this session"
+    where = "their results are below" if uploader_empty else "their results are below the new ones"
+    head, forget = st.columns([4, 1], vertical_alignment="center")
+    head.caption(f"{what}, kept in memory only; {where}.")
+    forget.button("Forget all", key="forget_uploads", on_click=_forget, args=(earlier,), icon=":material/delete_sweep:",
+                  width="stretch")
+    for digest in earlier:
+        name, remove = st.columns([4, 1], vertical_alignment="center")
+        name.markdown(f":material/draft: {sup.escape_markdown(store[digest]['name'])}")
+        remove.button("Remove", key=f"forget_{digest[:16]}", on_click=_forget, args=([digest],), icon=":material/close:",
+                      width="stretch", help="Drop this upload and its results from the session.")
+
+
 def uploads_ui() -> list[tuple[str, str, bytes]]:
-    """The uploader plus this session's earlier uploads: [(content hash, name, bytes)], in upload order.
+    """The uploader plus this session's earlier uploads: [(content hash, name, bytes)], the latest
+    upload first.
 
     The widget's files are mirrored into ``K_FILES`` (bytes in memory). A file removed
     from the widget is forgotten; when the widget is new (first visit, or back from
-    another page: Streamlit dropped its files) the earlier uploads stay and can be
-    forgotten with one button.
+    another page: Streamlit dropped its files) the earlier uploads stay, listed, and each
+    can be removed on its own.
     """
     widget_is_new = K_UPLOADS not in st.session_state
     files = st.file_uploader(
@@ -222,18 +244,18 @@ def uploads_ui() -> list[tuple[str, str, bytes]]:
         current[ids[fid]] = f
     for gone in had - current.keys():
         store.pop(gone, None)
-    for digest, f in current.items():
-        if digest not in store:
-            store[digest] = {"name": f.name, "data": f.getvalue()}
+    new = [d for d in current if d not in store]
+    batch = 1 + max((v.get("batch", 0) for v in store.values()), default=0)
+    for pos, digest in enumerate(new):
+        f = current[digest]
+        store[digest] = {"name": f.name, "data": f.getvalue(), "batch": batch, "pos": pos}
     st.session_state[K_WIDGET_HAD] = set(current)
     for fid in [k for k, d in ids.items() if d not in current]:
         del ids[fid]
-    earlier = [d for d in store if d not in current]
+    earlier = [d for d in _newest_first(store) if d not in current]
     if earlier:
-        note, forget = st.columns([4, 1], vertical_alignment="center")
-        note.caption(f"Showing {len(earlier)} earlier upload(s) from this session as well (kept in memory only).")
-        forget.button("Forget them", key="forget_uploads", on_click=_forget, args=(earlier,), icon=":material/delete:")
-    return [(d, v["name"], v["data"]) for d, v in store.items()]
+        earlier_uploads_ui(earlier, store, uploader_empty=not current)
+    return [(d, store[d]["name"], store[d]["data"]) for d in _newest_first(store)]
 
 
 # --------------------------------------------------------------------------- per upload
@@ -298,29 +320,32 @@ def file_result_ui(digest: str, name: str, data: bytes, predictors: dict, settin
     cols = st.columns(1 + len(shown))
     cols[0].image(sup.fit_for_display(display_gray(image.pixels, *settings.window)), width="stretch",
                   caption=f"Input, {image.width}x{image.height} px")
-    readings = {}
     for col, (model, (result, overlay)) in zip(cols[1:], shown.items(), strict=True):
         with col:
             st.image(sup.fit_for_display(overlay), width="stretch",
                      caption=f"{MODEL_LABELS[model]}, threshold {settings.thresholds[model]:.2f}")
             if settings.compare:
-                readings[model] = reading_ui(result, model, settings.thresholds[model], manifest)
+                reading_ui(result, model, settings.thresholds[model], manifest)
     if settings.show_heatmap:
         heatmap_legend_ui()
     if not settings.compare:
         model, (result, overlay) = next(iter(shown.items()))
-        reading = reading_ui(result, model, settings.thresholds[model], manifest)
-        downloads_ui(digest, name, data, model, result, overlay, reading, manifest)
+        reading_ui(result, model, settings.thresholds[model], manifest)
+        downloads_ui(digest, name, data, model, result, overlay, manifest, note=image.note)
+        return
+    for model, (result, overlay) in shown.items():  # one row of downloads per model, each labelled
+        downloads_ui(digest, name, data, model, result, overlay, manifest, note=image.note, labelled=True)
 
 
 def dashboard_page() -> None:
     manifest = read_manifest_or_empty()
     settings = sidebar_settings_ui(manifest)
     st.title("Dashboard")
-    caption, to_models = st.columns([4, 1], vertical_alignment="center")
-    caption.caption(PRIVACY)
-    to_models.button("How reliable are the models?", key="dashboard_to_models", type="tertiary",
-                     icon=":material/query_stats:", on_click=request_page, args=("models",))
+    # A wrapping row: the button keeps its whole label at any width (a fixed column cut it off).
+    with st.container(horizontal=True, vertical_alignment="center", key="dashboard_header"):
+        st.caption(PRIVACY, width="stretch")
+        st.button("How reliable are the models?", key="dashboard_to_models", type="tertiary", width="content",
+                  icon=":material/query_stats:", on_click=request_page, args=("models",))
     uploads = uploads_ui()
     # Forget the analyses of files no longer uploaded: memory per session stays bounded.
     store = _analyses()

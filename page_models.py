@@ -2,8 +2,9 @@
 
 Per model: a plain-language verdict written from its test numbers, a short table of
 named metrics with their n, the reliability of its fracture likelihood (diagram +
-ECE), its plots paired side by side, the best/worst examples at full width, the full
-training command, and the raw metrics JSON one click away. The numbers come from
+ECE, per source where evaluated), its plots paired side by side, the best/worst examples
+at full width, the training facts in words and the last training command (no machine
+paths), the "unlike the training images" check, and the raw metrics JSON one click away. The numbers come from
 ``model_card`` (pure); this page only lays them out.
 """
 
@@ -18,8 +19,6 @@ from app_nav import request_page
 from app_text import CREDIT, DATA_FACTS, DISCLAIMER, LIMITS, METRICS_EXPLAINED, MODEL_BLURBS
 from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
 from model_manifest import model_entry, read_manifest_or_empty
-
-FACTS = ("params", "epochs", "samples_seen", "training_minutes", "threshold", "threshold_source", "borderline_margin", "image_score")
 
 
 def _entry(manifest: dict, name: str) -> dict:
@@ -50,8 +49,17 @@ def metrics_table_ui(metrics: dict, checks: dict) -> None:
     st.dataframe(rows, hide_index=True, width="stretch", key="metrics_table")
 
 
-def calibration_ui(checks: dict) -> None:
-    """Reliability diagram and ECE per model, side by side; says so when a model is not calibrated."""
+def source_rows(by_source: list[dict]) -> list[dict]:
+    """Rows of the per-source reliability table (``model_card.reliability_by_source``)."""
+    return [{"source": b["source"], "images": b["n"], "with fracture": f"{b['share_fractured']:.0%}",
+             "mean likelihood": f"{b['mean_likelihood']:.0%}", "ECE": "–" if b["ece"] is None else f"{b['ece']:.3f}",
+             "holds": "yes" if b["holds"] else "no"} for b in by_source]
+
+
+def calibration_ui(checks: dict, by_source_all: dict | None = None) -> None:
+    """Reliability diagram and ECE per model, side by side, and per image source where the evaluation
+    has several; says so when a model is not calibrated."""
+    by_source_all = by_source_all or {}
     from calibration import plot_reliability
 
     for col, name in zip(st.columns(len(MODEL_NAMES)), MODEL_NAMES, strict=True):
@@ -72,6 +80,12 @@ def calibration_ui(checks: dict) -> None:
             what = "likelihood" if check["calibrated"] else "raw score"
             st.caption(f"ECE of the {what}: {check['ece']:.3f} on n = {check['n']} images ({check['source']}); "
                        f"the raw score's ECE: {check['ece_uncalibrated']:.3f}.")
+            by_source = by_source_all.get(name) or []
+            if by_source:
+                st.dataframe(source_rows(by_source), hide_index=True, width="stretch", key=f"calibration_sources_{name}")
+            elif check["calibrated"]:
+                st.caption(f"Checked on {mc.DEFAULT_SOURCE} X-rays only: on X-rays from other sources the likelihood "
+                           "can be far off (the dashboard says so next to it).")
 
 
 def operating_points_ui(manifest: dict) -> None:
@@ -104,21 +118,58 @@ def paired_plots_ui() -> None:
 
 
 def training_ui(manifest: dict) -> None:
-    rows = []
-    for field in FACTS:
-        row = {"": field.replace("_", " ")}
-        for name in MODEL_NAMES:
-            value = _entry(manifest, name).get(field)
-            row[MODEL_LABELS[name]] = "" if value is None else str(value)
-        rows.append(row)
-    st.dataframe(rows, hide_index=True, width="stretch", key="manifest_table")
+    """The training facts in words (a markdown table: long values wrap instead of being cut off) and
+    each model's last training command, without machine paths."""
+    facts = {name: dict(mc.training_facts(_entry(manifest, name))) for name in MODEL_NAMES}
+    labels = list(next(iter(facts.values())))
+    lines = ["| | " + " | ".join(MODEL_LABELS[n] for n in MODEL_NAMES) + " |", "|---" * (1 + len(MODEL_NAMES)) + "|"]
+    lines += ["| " + label + " | " + " | ".join(facts[n][label].replace("|", "\\|") for n in MODEL_NAMES) + " |"
+              for label in labels]
+    st.markdown("\n".join(lines))
     for name in MODEL_NAMES:
         command = _entry(manifest, name).get("training_command")
-        st.markdown(f"**{MODEL_LABELS[name]}: full training command**")
+        st.markdown(f"**{MODEL_LABELS[name]}: command of the last training run**")
         if command:
-            st.code(command, language="bash", wrap_lines=True)
+            st.code(mc.public_text(command), language="bash", wrap_lines=True)
+            if "--time-budget-minutes" in command:
+                st.caption("With `--time-budget-minutes` the run follows the clock: `--epochs` is only a cap, and the run "
+                           "stops at the first epoch end past the budget (the epochs and minutes above).")
         else:
             st.caption("Not recorded in the manifest.")
+
+
+#: The fitting tool's own sets, in words (other sets are named by whoever ran it).
+OOD_SET_WORDS = {"valid": "FracAtlas valid (the warning level was set here)", "test": "FracAtlas test (held out)"}
+
+
+def ood_ui(manifest: dict) -> None:
+    """Per model, the "unlike the training images" check: what it was fitted on and how often it warns."""
+    from ood import OodCheck
+
+    for name in MODEL_NAMES:
+        entry = _entry(manifest, name)
+        check = OodCheck.from_entry(entry.get("ood"), sha256=entry.get("sha256"))
+        st.markdown(f"**{MODEL_LABELS[name]}**")
+        if check is None:
+            st.caption("Not fitted for these weights: its results carry no such warning "
+                       f"(`python tools/fit_ood.py --model {name}` fits it).")
+            continue
+        info = check.info
+        target = info.get("false_alarm_target")
+        st.caption(f"Features: the layer `{check.layer}` ({check.channels} channels) averaged over the image; fitted on the "
+                   f"{info.get('fitted_on', 'training X-rays')}; warning above distance {check.threshold:.2f}, set on the "
+                   f"{info.get('threshold_on', 'validation X-rays')}"
+                   + (f" so that {target:.0%} of them get it." if isinstance(target, int | float) else "."))
+        rows = [{"images": OOD_SET_WORDS.get(label, label), "n": v.get("images"),
+                 "warned": "–" if v.get("rate") is None else f"{v['rate']:.1%}"}
+                for label, v in (info.get("checks") or {}).items() if isinstance(v, dict)]
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch", key=f"ood_{name}")
+
+
+def _public(metrics: dict) -> dict:
+    """The metrics without machine paths in their top-level text (the data folder)."""
+    return {k: (mc.public_text(v) if isinstance(v, str) else v) for k, v in metrics.items()}
 
 
 def raw_json_ui(metrics: dict) -> None:
@@ -126,10 +177,11 @@ def raw_json_ui(metrics: dict) -> None:
         for name in MODEL_NAMES:
             if metrics[name] is None:
                 continue
-            text = json.dumps(metrics[name], indent=2)
+            public = _public(metrics[name])
+            text = json.dumps(public, indent=2)
             st.download_button(f"{MODEL_LABELS[name]} metrics JSON", text, f"{name}.metrics.json", "application/json",
                                key=f"dl_metrics_{name}", on_click="ignore", icon=":material/download:")
-            st.json({k: v for k, v in metrics[name].items() if k != "per_image"}, expanded=False)
+            st.json({k: v for k, v in public.items() if k != "per_image"}, expanded=False)
 
 
 def models_page() -> None:
@@ -146,7 +198,7 @@ def models_page() -> None:
     metrics_table_ui(metrics, checks)
     st.markdown(METRICS_EXPLAINED)
     st.subheader("Fracture likelihood: is it calibrated?")
-    calibration_ui(checks)
+    calibration_ui(checks, {n: mc.reliability_by_source(metrics[n], _entry(manifest, n)) for n in MODEL_NAMES})
     st.subheader("What the threshold trades (validation images)")
     st.markdown("A lower threshold in the dashboard finds more fractures and marks more healthy bone. "
                 "Each row is one threshold, measured on the validation images the default was chosen on.")
@@ -155,6 +207,11 @@ def models_page() -> None:
     paired_plots_ui()
     st.subheader("How they were trained")
     training_ui(manifest)
+    st.subheader("Unlike the training images: the warning on unfamiliar pictures")
+    st.markdown("Each result is checked against the training X-rays on the model's own image features; an image "
+                "far from all of them gets a plain warning that the model may do worse on it (other hospitals or devices, "
+                "children, hardware, photos of screens, pictures that are not X-rays). It never hides a finding.")
+    ood_ui(manifest)
     raw_json_ui(metrics)
     st.subheader("Training data and its limits")
     st.markdown(f"- **Data:** {DATA_FACTS}\n{LIMITS}")

@@ -3,16 +3,20 @@
     python predict.py INPUT... [--model unet|encoder_decoder] [--threshold T]
                       [--out DIR] [--json FILE] [--csv FILE]
 
-INPUT: files (taken whatever their extension) or folders (recursed for
-.jpg .jpeg .png .dcm). For each image: ``<name>_annotated.png`` and
+INPUT: files (taken whatever their extension) or folders (recursed for every
+format the decoder reads: .jpg .jpeg .png .dcm .bmp .webp .tif .tiff .gif; what a
+folder holds besides is named in one line on stderr). For each image:
+``<name>_annotated.png`` (with the dashed review box of a borderline result) and
 ``<name>_mask.png`` in ``--out``; one JSON object per file (``--json``, a list,
-``-`` for stdout) and/or one CSV row. With none of --out/--json/--csv the JSON
-goes to stdout. Each object has ``status``: "finding", "borderline" (no finding,
-but the highest score is within the model's margin of the threshold: review it) or
-"clean", and ``fracture_likelihood`` when the model is calibrated (else null).
-When no result goes to stdout, one summary line per file is printed there.
-A file that cannot be read gets an object with ``error`` set and one line on
-stderr; the others go on.
+``-`` for stdout) and/or one CSV row: the app's findings JSON
+(``reading.result_record``), with ``status`` "finding", "borderline" (no finding,
+but the highest score is within the model's margin of the threshold: review the
+``review_box``) or "no_finding" (never a clear result), ``fracture_likelihood`` when
+the model is calibrated (else null), ``unlike_training_images`` when the model has
+that check, and ``reading``, the app's words. With none of --out/--json/--csv the
+JSON goes to stdout. When no result goes to stdout, one line per file is printed
+there: the file and its reading. A file that cannot be read gets an object with
+``error`` set and one line on stderr; the others go on.
 
 Exit status: 0 every file processed, 1 at least one failed, 2 usage error
 (bad option, missing input, no images, or a model file that fails its SHA-256
@@ -38,29 +42,41 @@ from tqdm import tqdm
 from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
+from model_card import read_metrics, reliability_by_source
 from model_manifest import ModelIntegrityError, verify_model_file
-from prediction import Source, encode_png, iter_predictions, predictor_for, result_to_dict
-from result_status import status_fields
+from prediction import Source, encode_png, iter_predictions, predictor_for
+from reading import result_record
 
 log = logging.getLogger("predict")
 
-CSV_FIELDS = ("file", "model", "width", "height", "threshold", "fracture_score", "status", "fracture_likelihood", "n_findings",
-              "findings", "error", "note")
+CSV_FIELDS = ("file", "model", "width", "height", "threshold", "fracture_score", "image_score_name", "image_score", "status",
+              "fracture_likelihood", "unlike_training_images", "ood_distance", "n_findings", "findings", "review_box",
+              "reading", "error", "note")
 
 
 # --------------------------------------------------------------------------- inputs
-def collect_inputs(inputs: list[str], extensions: tuple[str, ...] = CONFIG.image_extensions) -> list[Path]:
+def collect_inputs(inputs: list[str], extensions: tuple[str, ...] = CONFIG.folder_extensions,
+                   on_skipped=None) -> list[Path]:
     """Expand INPUT arguments to files, in a stable order (folders sorted, recursed).
 
     Files named explicitly are kept whatever their extension (the decoder looks at
     the bytes); inside folders only ``extensions`` are taken. Duplicates are dropped.
+    ``on_skipped``: called once with one line naming what the folders held besides
+    (counts per extension), when they held anything else.
     """
     out: list[Path] = []
     seen: set[Path] = set()
+    skipped: dict[str, int] = {}
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in extensions)
+            found = []
+            for q in sorted(q for q in p.rglob("*") if q.is_file()):
+                if q.suffix.lower() in extensions:
+                    found.append(q)
+                else:
+                    kind = q.suffix.lower() or "no extension"
+                    skipped[kind] = skipped.get(kind, 0) + 1
         elif p.exists():
             found = [p]
         else:
@@ -70,6 +86,11 @@ def collect_inputs(inputs: list[str], extensions: tuple[str, ...] = CONFIG.image
             if key not in seen:
                 seen.add(key)
                 out.append(q)
+    if skipped and on_skipped is not None:
+        n = sum(skipped.values())
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+        on_skipped(f"skipped {n} file{'s' if n != 1 else ''} in the folders that are not of a type it reads ({kinds}); "
+                   "name a file on the command line to try it anyway")
     if not out:
         raise UsageError(f"no images found in {', '.join(inputs)} (looked for {' '.join(extensions)})")
     return out
@@ -125,11 +146,13 @@ def load_predictor(choice: ModelChoice):
 
 
 # --------------------------------------------------------------------------- work
-def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result) -> None:
-    """``<stem>_annotated.png`` (RGB overlay) and ``<stem>_mask.png`` (0/255) at the image's size."""
+def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result, review_box=None) -> None:
+    """``<stem>_annotated.png`` (RGB overlay, with the dashed ``review_box`` of a borderline result)
+    and ``<stem>_mask.png`` (0/255) at the image's size."""
 
     # Compression level 1: ~3x faster to write than the default 3, files ~10 % larger.
-    (out_dir / f"{stem}_annotated.png").write_bytes(encode_png(result.overlay(pixels), compression=1))
+    box = None if review_box is None else tuple(review_box)
+    (out_dir / f"{stem}_annotated.png").write_bytes(encode_png(result.overlay(pixels, review_box=box), compression=1))
     (out_dir / f"{stem}_mask.png").write_bytes(result.mask_png(compression=1))
 
 
@@ -143,10 +166,12 @@ def run(
     progress: bool = True,
     on_first_result=None,
     entry: dict | None = None,
+    by_source: list[dict] | None = None,
 ) -> list[dict]:
     """Process ``files`` in order through ``prediction.iter_predictions``; one record
-    (the result JSON + ``result_status.status_fields`` + ``note``) per file. ``entry``:
-    the model's manifest entry (borderline margin and calibration; None = defaults).
+    (``reading.result_record``, the app's findings JSON) per file. ``entry``: the model's
+    manifest entry (borderline margin, calibration, operating points; None = defaults);
+    ``by_source``: ``model_card.reliability_by_source`` of the model, for the likelihood's words.
 
     Decoding runs ahead in a worker thread and PNG writing in another while the
     model runs, so the two cores stay busy with the model. A file that fails
@@ -161,18 +186,16 @@ def run(
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=1) as writer:
         for o in iter_predictions(predictor, sources, threshold, batch_size, workers=1):
-            rec = result_to_dict(o.result, o.name, model_name, o.error)
-            rec.update(status_fields(o.result, entry) if o.result is not None else
-                       {"status": None, "borderline_margin": None, "fracture_likelihood": None})
+            rec = result_record(o.result, o.name, model_name, entry, note=o.note, error=o.error, by_source=by_source or ())
             if o.error is not None:
                 bar.write(f"error: {o.error}", file=sys.stderr)
             else:
                 if out_dir is not None:
-                    writes.append((rec, writer.submit(write_outputs, out_dir, stems[o.tag], o.pixels, o.result)))
+                    writes.append((rec, writer.submit(write_outputs, out_dir, stems[o.tag], o.pixels, o.result,
+                                                      rec["review_box"])))
                 if on_first_result is not None:
                     on_first_result()
                     on_first_result = None
-            rec["note"] = o.note
             records.append(rec)
             bar.update(1)
         for rec, fut in writes:
@@ -187,15 +210,10 @@ def run(
 
 # --------------------------------------------------------------------------- output
 def summary_line(rec: dict) -> str:
-    """One line per file for the terminal: file, state, findings, top score, likelihood (or the error)."""
+    """One line per file for the terminal: the file and its reading, in the app's words (or the error)."""
     if rec.get("error") is not None:
         return f"{rec['file']}: error: {rec['error']}"
-    n = len(rec["findings"])
-    parts = [f"{rec['file']}: {rec['status']}", f"{n} finding{'' if n == 1 else 's'}",
-             f"highest score {rec['fracture_score']:.3f} at threshold {rec['threshold']:.2f}"]
-    lk = rec.get("fracture_likelihood")
-    parts.append(f"fracture likelihood ≈ {round(100 * lk)} %" if lk is not None else "not calibrated")
-    return ", ".join(parts)
+    return f"{rec['file']}: {rec['reading']}"
 
 
 def write_json(records: list[dict], dest: str) -> None:
@@ -213,9 +231,10 @@ def write_csv(records: list[dict], dest: str) -> None:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in records:
-            row = {k: r.get(k) for k in CSV_FIELDS if k not in ("n_findings", "findings")}
+            row = {k: r.get(k) for k in CSV_FIELDS if k not in ("n_findings", "findings", "review_box")}
             row["n_findings"] = len(r["findings"]) if r["error"] is None else ""
             row["findings"] = json.dumps(r["findings"], separators=(",", ":"))
+            row["review_box"] = None if r.get("review_box") is None else json.dumps(r["review_box"], separators=(",", ":"))
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     finally:
         if fh is not sys.stdout:
@@ -229,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mark probable fracture regions on X-rays (files or folders).",
         epilog="Exit status: 0 all files processed, 1 some failed, 2 usage error or untrusted model file.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (recursed for .jpg .jpeg .png .dcm)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=f"image files or folders (recursed for {' '.join(CONFIG.folder_extensions)})")
     p.add_argument("--model", choices=MODEL_NAMES, default="unet", help="which shipped model")
     p.add_argument("--model-file", metavar="PATH", help="a .keras file instead of the shipped one; verified against the "
                    "manifest.json next to it (default: the shipped file of --model)")
@@ -251,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        files = collect_inputs(args.inputs)
+        files = collect_inputs(args.inputs, on_skipped=lambda line: print(f"predict.py: {line}", file=sys.stderr))
         choice = resolve_model(args.model, args.model_file, args.allow_unverified)
         out_dir = None
         if args.out:
@@ -277,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     def first():
         marks["first_result_unix"] = time.time()
 
+    entry = dict(choice.entry.data) if choice.entry is not None else {}
+    by_source = reliability_by_source(read_metrics(choice.path.parent / f"{choice.name}.metrics.json"), entry)
     records = run(files, predictor, choice.name, threshold, out_dir, args.batch_size,
-                  progress=not args.no_progress, on_first_result=first,
-                  entry=dict(choice.entry.data) if choice.entry is not None else {})
+                  progress=not args.no_progress, on_first_result=first, entry=entry, by_source=by_source)
     marks["end_unix"] = time.time()
     if args.json:
         write_json(records, args.json)

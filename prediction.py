@@ -35,6 +35,8 @@ import numpy as np
 from findings import FindingRule
 from image_io import ImageLoadError, pad_to_multiple, resize_for_model, to_model_gray, to_native_gray
 from important_variables import CONFIG, PAD_MULTIPLES
+from model_features import pooled_features
+from ood import OodCheck
 from rendering import HEAT_FLOOR, HEAT_FULL, REVIEW_COLOR, display_gray, encode_png, heat_alpha, heatmap_legend, render_overlay
 from results import Finding, PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
 
@@ -101,7 +103,8 @@ class Predictor:
     """
 
     def __init__(self, model, name: str = "model", jit_compile: bool = False, warmup: bool = True, *,
-                 tta: bool = False, finding_rule: FindingRule | None = None, image_score: str = "max_prob"):
+                 tta: bool = False, finding_rule: FindingRule | None = None, image_score: str = "max_prob",
+                 ood: OodCheck | None = None, feature_layer: str | None = None):
         self.model = model
         self.name = name
         self.tta = tta
@@ -110,13 +113,18 @@ class Predictor:
         self.native = model.input_shape[1] is None
         #: Native inputs are zero-padded to a multiple of this (the net's total stride).
         self.pad_multiple = PAD_MULTIPLES.get(model.name, CONFIG.pad_multiple)
+        #: The "unlike the training images" check (None: not fitted for this model); its layer's
+        #: pooled output comes out of the same forward pass as the probabilities.
+        self.ood = ood
+        self.feature_layer = feature_layer or (ood.layer if ood is not None else None)
         self._forward = self._compiled_forward(model, jit_compile)
         if warmup:
             w = self.pad_multiple * 4 if self.native else S
             self.forward(np.zeros((1, w, w, CONFIG.input_channels), np.float32))
 
-    def _compiled_forward(self, model, jit_compile: bool) -> Callable[[np.ndarray], np.ndarray]:
-        """(N, h, w, 3) float32 → (N, h, w) float32 numpy fracture probability, traced once.
+    def _compiled_forward(self, model, jit_compile: bool) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+        """(N, h, w, 3) float32 → ((N, h, w) float32 numpy fracture probability, (N, h', w', C) feature map
+        of ``feature_layer`` or None), traced once.
 
         TensorFlow (the app, the CLIs): a ``tf.function`` with a fixed input signature.
         Another Keras backend (the trainer's validator on a GPU machine that has JAX but no
@@ -125,8 +133,18 @@ class Predictor:
         import keras
 
         ch = CONFIG.fracture_channel
+        if self.feature_layer is not None:
+            from model_features import with_features
+
+            model = with_features(model, self.feature_layer)
+        two = self.feature_layer is not None
         if keras.backend.backend() != "tensorflow":
-            return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))[..., ch].astype(np.float32)
+            def _eager(x):
+                out = model.predict_on_batch(x)
+                prob, fmap = (out[0], out[1]) if two else (out, None)
+                prob = keras.ops.convert_to_numpy(prob)[..., ch].astype(np.float32)
+                return prob, None if fmap is None else keras.ops.convert_to_numpy(fmap).astype(np.float32)
+            return _eager
         import tensorflow as tf
 
         side = None if self.native else S
@@ -134,38 +152,62 @@ class Predictor:
 
         @tf.function(input_signature=[spec], jit_compile=jit_compile, reduce_retracing=True)
         def _forward(x):
+            if two:
+                prob, fmap = model(x, training=False)
+                return tf.cast(prob[..., ch], tf.float32), tf.cast(fmap, tf.float32)
             return tf.cast(model(x, training=False)[..., ch], tf.float32)
 
-        return lambda x: _forward(x).numpy()
+        if two:
+            return lambda x: tuple(t.numpy() for t in _forward(x))
+        return lambda x: (_forward(x).numpy(), None)
+
+    def forward_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, h, w, 3) float32 in [0, 1] → ((N, h, w) float32 fracture probability, (N, h', w', C) float32
+        feature map of ``feature_layer``, or None without one). With ``tta`` the probabilities are
+        averaged with the flipped pass; the features are those of the plain pass."""
+        x = np.asarray(batch, np.float32)
+        if not self.tta:
+            return self._forward(x)
+        both, fmaps = self._forward(np.concatenate([x, x[:, :, ::-1]]))
+        return 0.5 * (both[: len(x)] + both[len(x) :, :, ::-1]), None if fmaps is None else fmaps[: len(x)]
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) float32 in [0, 1] → (N, h, w) float32 fracture probability (h = w = 256 when fixed).
 
         Equal to ``model.predict(batch)[..., 1]`` within float32 round-off (tests: 1e-4).
         """
-        x = np.asarray(batch, np.float32)
-        if not self.tta:
-            return self._forward(x)
-        both = self._forward(np.concatenate([x, x[:, :, ::-1]]))
-        return 0.5 * (both[: len(x)] + both[len(x) :, :, ::-1])
+        return self.forward_features(batch)[0]
 
-    def predict_probs(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Decoded images → one probability map each: (256, 256) when fixed, (h, w) at the training scale when native."""
+    def predict_maps(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Decoded images → (probability map, pooled features) each: the map (256, 256) when fixed,
+        (h, w) at the training scale when native; the features (C,) float32, the global average
+        of ``feature_layer`` over the image's part of the map (``model_features.pooled_features``),
+        None without a feature layer."""
         if not self.native:
-            return fixed_size_probs(self.forward, images)
+            batch = np.empty((len(images), S, S, CONFIG.input_channels), np.float32)
+            for i, p in enumerate(images):
+                preprocess(p, out=batch[i])
+            probs, fmaps = self.forward_features(batch)
+            return [(probs[i], None if fmaps is None else pooled_features(fmaps[i], (S, S), (S, S)))
+                    for i in range(len(images))]
         grays = [native_input(p) for p in images]
         padded = [pad_to_multiple(g, self.pad_multiple) for g in grays]
-        out: list[np.ndarray | None] = [None] * len(grays)
+        out: list = [None] * len(grays)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, x in enumerate(padded):  # images of one padded size share a forward call
             groups.setdefault(x.shape, []).append(i)
         for idx in groups.values():
             batch = np.repeat(np.stack([padded[i] for i in idx])[..., None], CONFIG.input_channels, axis=-1)
-            probs = self.forward(batch)
+            probs, fmaps = self.forward_features(batch)
             for k, i in enumerate(idx):
                 h, w = grays[i].shape
-                out[i] = np.ascontiguousarray(probs[k, :h, :w])
+                feats = None if fmaps is None else pooled_features(fmaps[k], (h, w), padded[i].shape)
+                out[i] = (np.ascontiguousarray(probs[k, :h, :w]), feats)
         return out
+
+    def predict_probs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Decoded images → one probability map each: (256, 256) when fixed, (h, w) at the training scale when native."""
+        return [prob for prob, _ in self.predict_maps(images)]
 
 
 def predictor_for(model, name: str, entry=None, **kwargs) -> Predictor:
@@ -183,13 +225,20 @@ def predictor_for(model, name: str, entry=None, **kwargs) -> Predictor:
         model = variable_size_twin(model)
     rule = FindingRule(**(entry.get("findings") or {})) if entry is not None else None
     score = (entry.image_score if entry is not None else None) or "max_prob"
+    if "ood" not in kwargs and entry is not None:
+        # Only a check fitted for these very weights (its SHA-256): a re-shipped model has none.
+        kwargs["ood"] = OodCheck.from_entry(entry.get("ood"), sha256=entry.sha256)
     return Predictor(model, name, tta=bool(inference.get("tta", False)), finding_rule=rule, image_score=score, **kwargs)
 
 
-def _predict_probs(predictor, images: list[np.ndarray]) -> list[np.ndarray]:
-    # Stand-ins in tests only have ``forward``; they get the fixed-size path.
+def _predict_maps(predictor, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    # Stand-ins in tests only have ``forward`` (or ``predict_probs``); they get no features.
+    method = getattr(predictor, "predict_maps", None)
+    if method is not None:
+        return method(images)
     method = getattr(predictor, "predict_probs", None)
-    return method(images) if method is not None else fixed_size_probs(predictor.forward, images)
+    probs = method(images) if method is not None else fixed_size_probs(predictor.forward, images)
+    return [(p, None) for p in probs]
 
 
 # --------------------------------------------------------------------------- the inference loop
@@ -213,6 +262,8 @@ class Outcome:
     """One input after the loop: ``result`` (and the decoded ``pixels``) or a one-line ``error``.
 
     image: what ``source.load`` returned (e.g. an ``image_io.LoadedImage``), None if it failed.
+    features: the image's pooled features (C,) float32 when the predictor has a feature layer
+      (``Predictor.feature_layer``), else None.
     """
 
     source: Source
@@ -221,6 +272,7 @@ class Outcome:
     note: str | None = None
     result: PredictionResult | None = None
     error: str | None = None
+    features: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -254,7 +306,7 @@ def _decode(src: Source) -> Outcome:
 def _finish(predictor, batch: list[Outcome], threshold: float) -> None:
     """Forward the decoded outcomes of ``batch`` and fill in their results (or errors)."""
     try:
-        probs = _predict_probs(predictor, [o.pixels for o in batch])
+        maps = _predict_maps(predictor, [o.pixels for o in batch])
     except Exception:
         if len(batch) == 1:
             raise
@@ -262,22 +314,26 @@ def _finish(predictor, batch: list[Outcome], threshold: float) -> None:
         for o in batch:
             _finish_one(predictor, o, threshold)
         return
-    for o, prob in zip(batch, probs, strict=True):
-        _post(o, prob, threshold, predictor)
+    for o, (prob, feats) in zip(batch, maps, strict=True):
+        _post(o, prob, threshold, predictor, feats)
 
 
 def _finish_one(predictor, o: Outcome, threshold: float) -> None:
     try:
-        _post(o, _predict_probs(predictor, [o.pixels])[0], threshold, predictor)
+        prob, feats = _predict_maps(predictor, [o.pixels])[0]
+        _post(o, prob, threshold, predictor, feats)
     except Exception as exc:
         o.error = _one_line(f"{o.name}: analysis failed ({type(exc).__name__}: {exc})")
 
 
-def _post(o: Outcome, prob: np.ndarray, threshold: float, predictor=None) -> None:
+def _post(o: Outcome, prob: np.ndarray, threshold: float, predictor=None, features: np.ndarray | None = None) -> None:
+    o.features = features
     try:
+        check = getattr(predictor, "ood", None)
         o.result = PredictionResult.from_prob(prob, o.pixels.shape[0], o.pixels.shape[1], threshold,
                                               rule=getattr(predictor, "finding_rule", None),
-                                              image_score=getattr(predictor, "image_score", None))
+                                              image_score=getattr(predictor, "image_score", None),
+                                              ood=None if check is None or features is None else check.assess(features))
     except Exception as exc:
         o.error = _one_line(f"{o.name}: analysis failed ({type(exc).__name__}: {exc})")
 

@@ -73,12 +73,49 @@ def heatmap_legend(width: int = 600, height: int = 54) -> np.ndarray:
     return img
 
 
-def _dashed_rect(rgb: np.ndarray, box: tuple[int, int, int, int], color, thick: int) -> None:
-    """A dashed rectangle in place (OpenCV has none); a few dozen dashes, not a pixel loop."""
+#: The borderline mark is at least this share of the image's long side across (a 12-px spot of a
+#: 454-px X-ray would be a dozen screen pixels), centred on the spot, and labelled REVIEW_LABEL.
+REVIEW_MIN_SHARE = 0.12
+REVIEW_LABEL = "review"
+
+
+def review_frame(box: tuple[int, int, int, int], height: int, width: int, thick: int) -> tuple[int, int, int, int]:
+    """The drawn frame (x0, y0, x1, y1), inclusive corners, of a review spot ``box`` (x1/y1 exclusive):
+    the spot plus a margin, grown about its centre to at least REVIEW_MIN_SHARE of the long side,
+    kept inside the image."""
     x0, y0, x1, y1 = box
     pad = 3 * thick  # around the spot, not on it: the bone under it stays visible
-    x0, y0 = max(0, x0 - pad), max(0, y0 - pad)
-    x1, y1 = min(rgb.shape[1] - 1, x1 - 1 + pad), min(rgb.shape[0] - 1, y1 - 1 + pad)
+    side = int(round(REVIEW_MIN_SHARE * max(height, width)))
+    (x0, x1), (y0, y1) = (_grown(x0 - pad, x1 - 1 + pad, side, width), _grown(y0 - pad, y1 - 1 + pad, side, height))
+    return x0, y0, x1, y1
+
+
+def _grown(a: int, b: int, side: int, size: int) -> tuple[int, int]:
+    """[a, b] (inclusive) grown about its centre to at least ``side`` pixels, shifted (not cut) to fit in [0, size - 1]."""
+    grow = max(0, side - (b - a))
+    a, b = a - grow // 2, b + grow - grow // 2
+    if a < 0:
+        a, b = 0, b - a
+    if b > size - 1:
+        a, b = max(0, a - (b - (size - 1))), size - 1
+    return a, b
+
+
+def _label(rgb: np.ndarray, text: str, x: int, y_top: int, y_bottom: int, color, thick: int) -> None:
+    """``text`` on a black plate just above ``y_top`` (or below ``y_bottom`` when there is no room)."""
+    h, w = rgb.shape[:2]
+    scale = max(0.4, max(h, w) / 900)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    ty = y_top - 4 if y_top - th - base - 4 > 0 else min(h - 1 - base, y_bottom + th + 4)
+    x = min(max(0, x), max(0, w - tw - 4))
+    cv2.rectangle(rgb, (x, ty - th - base), (x + tw + 4, ty + base), (0, 0, 0), -1)
+    cv2.putText(rgb, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def _dashed_rect(rgb: np.ndarray, box: tuple[int, int, int, int], color, thick: int) -> None:
+    """The review frame of ``box`` (see :func:`review_frame`), dashed, in place (OpenCV has no dashed
+    line; a few dozen dashes, not a pixel loop), labelled REVIEW_LABEL."""
+    x0, y0, x1, y1 = review_frame(box, rgb.shape[0], rgb.shape[1], thick)
     dash = max(4, 4 * thick)
     for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
         length = max(abs(bx - ax), abs(by - ay))
@@ -87,6 +124,7 @@ def _dashed_rect(rgb: np.ndarray, box: tuple[int, int, int, int], color, thick: 
             p = (ax + (bx - ax) * start // max(1, length), ay + (by - ay) * start // max(1, length))
             q = (ax + (bx - ax) * end // max(1, length), ay + (by - ay) * end // max(1, length))
             cv2.line(rgb, p, q, color, thick, cv2.LINE_8)  # crisp: the exact amber, easy to spot
+    _label(rgb, REVIEW_LABEL, x0, y0, y1, color, thick)
 
 
 def render_overlay(
@@ -105,6 +143,7 @@ def render_overlay(
     rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
     h, w = gray.shape
     thick = max(1, round(max(h, w) / 400))
+    review_thick = max(2, thick)  # the borderline frame is never a hairline
     if show_heatmap:
         alpha = heat_alpha(result.prob, opacity)[..., None]
         rgb = (rgb * (1.0 - alpha) + _heat_rgb(result.prob) * alpha + 0.5).astype(np.uint8)
@@ -129,7 +168,7 @@ def render_overlay(
             cv2.rectangle(rgb, (x0, ty - th - base), (x0 + tw + 4, ty + base), (0, 0, 0), -1)
             cv2.putText(rgb, label, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), thick, cv2.LINE_AA)
     if review_box is not None:
-        _dashed_rect(rgb, review_box, REVIEW_COLOR, thick)
+        _dashed_rect(rgb, review_box, REVIEW_COLOR, review_thick)
     return rgb
 
 

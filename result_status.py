@@ -1,9 +1,10 @@
-"""How to read one image's result: its state (finding, borderline, clean) and its calibrated
+"""How to read one image's result: its state (finding, borderline, no finding) and its calibrated
 fracture likelihood. Pure numpy/OpenCV, no UI.
 
 A near miss must not look like an all-clear: an image without a finding whose highest
 score is within ``margin`` of the threshold is *borderline* ("review this area", with the
-spot marked), and only the rest is *clean*. The likelihood is the model's image-level
+spot marked), and the rest is *no finding at the threshold*, which is never called clear
+(the models miss fractures at every threshold; ``reading`` says how many). The likelihood is the model's image-level
 score (the manifest's ``image_score``) through the calibration fitted on valid (the
 manifest's ``calibration``); without one there is no likelihood, only scores. The app,
 ``predict.py``'s JSON (``"status"``) and the downloads all take both from here.
@@ -20,13 +21,13 @@ from calibration import apply_calibration, valid_calibration
 from findings import IMAGE_SCORES, FindingRule, image_scores
 from important_variables import CONFIG
 
-FINDING, BORDERLINE, CLEAN = "finding", "borderline", "clean"
-STATUSES = (FINDING, BORDERLINE, CLEAN)
+FINDING, BORDERLINE, NO_FINDING = "finding", "borderline", "no_finding"
+STATUSES = (FINDING, BORDERLINE, NO_FINDING)
 
 
 def result_status(findings: Sized | int, top_score: float, threshold: float, margin: float) -> str:
     """"finding" when there is at least one finding; else "borderline" when
-    ``top_score >= threshold - margin``; else "clean".
+    ``top_score >= threshold - margin``; else "no_finding".
 
     findings: the findings (any sized collection) or their number. top_score: the
     image's highest fracture score in [0, 1]. margin ≥ 0 (0: no borderline state).
@@ -34,7 +35,7 @@ def result_status(findings: Sized | int, top_score: float, threshold: float, mar
     n = findings if isinstance(findings, int) else len(findings)
     if n > 0:
         return FINDING
-    return BORDERLINE if float(top_score) >= float(threshold) - max(0.0, float(margin)) else CLEAN
+    return BORDERLINE if float(top_score) >= float(threshold) - max(0.0, float(margin)) else NO_FINDING
 
 
 def borderline_margin(entry: Mapping | None) -> float:
@@ -90,7 +91,8 @@ def likelihood(prob: np.ndarray, finding_scores: list[float], entry: Mapping | N
 
 def status_fields(result, entry: Mapping | None, threshold: float | None = None) -> dict:
     """The reading of ``result`` (a ``PredictionResult``) as JSON fields: {"status",
-    "borderline_margin", "fracture_likelihood" (None: not calibrated)}.
+    "borderline_margin", "review_box" ([x0, y0, x1, y1] of the spot to review on a borderline
+    image, x1/y1 exclusive, else None), "fracture_likelihood" (None: not calibrated)}.
 
     entry: the model's manifest entry (a mapping; None or {} = defaults, no calibration).
     threshold: the threshold the status is judged at (default: the result's own).
@@ -101,18 +103,15 @@ def status_fields(result, entry: Mapping | None, threshold: float | None = None)
     scores = result.image_scores() if hasattr(result, "image_scores") else image_scores(
         result.prob, [f.score for f in result.findings])
     lk = likelihood_from_scores(scores, entry)
+    status = result_status(result.findings, result.fracture_score, t, margin)
+    spot = borderline_spot(result.prob, t, margin) if status == BORDERLINE else None
     return {
-        "status": result_status(result.findings, result.fracture_score, t, margin),
+        "status": status,
         "borderline_margin": round(margin, 4),
+        "review_box": None if spot is None else list(spot),
         "fracture_likelihood": None if lk is None else round(lk, 4),
     }
 
 
-STATUS_TEXT = {
-    FINDING: "Possible fracture: review the marked region(s).",
-    BORDERLINE: "Borderline: no region reached the threshold, but one came close. Review this area.",
-    CLEAN: "No fracture found.",
-}
-
-__all__ = ["FINDING", "BORDERLINE", "CLEAN", "STATUSES", "STATUS_TEXT", "result_status", "borderline_margin",
+__all__ = ["FINDING", "BORDERLINE", "NO_FINDING", "STATUSES", "result_status", "borderline_margin",
            "borderline_spot", "likelihood", "likelihood_from_scores", "status_fields"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from findings import FindingRule, image_scores, regions
 from important_variables import CONFIG
+from ood import OodReading
 from rendering import encode_png, render_overlay
 
 S = CONFIG.input_size
@@ -25,18 +26,23 @@ class Finding:
 
     index: 1-based number shown on the overlay, findings sorted by score (highest first).
     box: (x0, y0, x1, y1) in original pixels, x1/y1 exclusive.
-    score: the region's maximum probability, in [threshold, 1], or with the finding rule's
-    ``score="mean"`` its mean probability, in [grow level, 1] (see ``findings.FindingRule``).
+    score: what findings are ranked by: the region's maximum probability, in [threshold, 1], or
+    with the finding rule's ``score="mean"`` its mean probability, in [grow level, 1] (see
+    ``findings.FindingRule``).
     area_px: region size in original pixels.
+    peak: the region's maximum probability, the value that reached the threshold (None when
+    not computed; equal to ``score`` under the "max" rule).
     """
 
     index: int
     box: tuple[int, int, int, int]
     score: float
     area_px: int
+    peak: float | None = None
 
     def to_dict(self) -> dict:
-        return {"box": list(self.box), "score": round(float(self.score), 4), "area_px": int(self.area_px)}
+        peak = None if self.peak is None else round(float(self.peak), 4)
+        return {"box": list(self.box), "score": round(float(self.score), 4), "peak": peak, "area_px": int(self.area_px)}
 
 
 # --------------------------------------------------------------------------- findings
@@ -69,7 +75,13 @@ def _components(prob: np.ndarray, threshold: float, rule: FindingRule) -> _Compo
 
 
 def _findings_of(prob: np.ndarray, comp: _Components) -> list[Finding]:
-    return [Finding(i + 1, box, score, area) for i, (score, box, area) in enumerate(comp.found)]
+    out = []
+    for i, (score, box, area) in enumerate(comp.found):  # a handful of regions, never a pixel loop
+        x0, y0, x1, y1 = box
+        inside = comp.labels[y0:y1, x0:x1] == i + 1
+        peak = float(prob[y0:y1, x0:x1][inside].max()) if inside.any() else float(score)
+        out.append(Finding(i + 1, box, score, area, peak))
+    return out
 
 
 def find_findings(prob: np.ndarray, threshold: float, min_area_px: int | None = None) -> list[Finding]:
@@ -107,20 +119,24 @@ class PredictionResult:
     findings: list[Finding] = field(default_factory=list)
     rule: FindingRule | None = None
     image_score_name: str = "max_prob"
+    #: The "unlike the training images" check of this image (None: no check fitted for the model).
+    ood: OodReading | None = None
     _comp: _Components | None = field(default=None, init=False, repr=False, compare=False)
     _scores: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_prob(cls, prob: np.ndarray, height: int, width: int, threshold: float,
-                  rule: FindingRule | None = None, image_score: str | None = None) -> PredictionResult:
+                  rule: FindingRule | None = None, image_score: str | None = None,
+                  ood: OodReading | None = None) -> PredictionResult:
         """Probability map at model or image resolution → result at the image's (height, width).
 
         rule: how findings are cut (hysteresis, cap; default: plain threshold, all regions).
         image_score: which of ``findings.IMAGE_SCORES`` :attr:`image_score` reports.
+        ood: the image's "unlike the training images" reading (``ood.OodCheck.assess``), if any.
         """
         prob = upscale_prob(prob, height, width)
         comp = _components(prob, threshold, _rule_for(rule, height, width))
-        result = cls(prob, threshold, _findings_of(prob, comp), rule, image_score or "max_prob")
+        result = cls(prob, threshold, _findings_of(prob, comp), rule, image_score or "max_prob", ood)
         result._comp = comp
         return result
 
@@ -175,7 +191,8 @@ class PredictionResult:
         """Same probability map, findings recomputed at another threshold (no model call)."""
         if threshold == self.threshold:
             return self
-        return PredictionResult.from_prob(self.prob, self.height, self.width, threshold, self.rule, self.image_score_name)
+        return PredictionResult.from_prob(self.prob, self.height, self.width, threshold, self.rule, self.image_score_name,
+                                          self.ood)
 
     def overlay(self, pixels: np.ndarray, opacity: float = 0.35, show_heatmap: bool = False,
                 window: tuple[float, float] | None = None, outline_only: bool = False,
@@ -188,7 +205,14 @@ class PredictionResult:
         return encode_png(self.mask(), compression)
 
     def to_dict(self, file: str, model: str, error: str | None = None) -> dict:
-        """The findings JSON object (schema of the app's download and ``predict.py --json``)."""
+        """The findings JSON object (schema of the app's download and ``predict.py --json``).
+
+        ``fracture_score`` is the highest probability anywhere; ``image_score`` the image-level
+        score the model's manifest names (``image_score_name``, e.g. "topk_mean"), the one its
+        calibration and ROC use. ``unlike_training_images`` (null: no check for this model),
+        ``ood_distance`` and ``ood_threshold``: see ``ood``.
+        """
+        ood = self.ood
         return {
             "file": file,
             "model": model,
@@ -196,7 +220,12 @@ class PredictionResult:
             "height": self.height,
             "threshold": round(float(self.threshold), 4),
             "fracture_score": round(self.fracture_score, 4),
+            "image_score_name": self.image_score_name,
+            "image_score": round(float(self.image_score), 4),
             "findings": [f.to_dict() for f in self.findings],
+            "unlike_training_images": None if ood is None else bool(ood.unlike),
+            "ood_distance": None if ood is None else round(ood.distance, 4),
+            "ood_threshold": None if ood is None else round(ood.threshold, 4),
             "error": error,
         }
 
@@ -205,7 +234,8 @@ def result_to_dict(result: PredictionResult | None, file: str, model: str, error
     """:meth:`PredictionResult.to_dict`, or the same schema with nulls for a file that failed."""
     if result is None:
         return {"file": file, "model": model, "width": None, "height": None, "threshold": None,
-                "fracture_score": None, "findings": [], "error": error}
+                "fracture_score": None, "image_score_name": None, "image_score": None, "findings": [],
+                "unlike_training_images": None, "ood_distance": None, "ood_threshold": None, "error": error}
     return result.to_dict(file, model, error)
 
 

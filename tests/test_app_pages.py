@@ -44,10 +44,11 @@ def upload(at, *files: tuple[str, bytes]):
 
 
 def shown_findings(at) -> list:
-    """What the findings area shows, per upload: table rows, the borderline note or the no-fracture message."""
+    """What the findings area shows, per upload: table rows, the borderline note or the neutral no-finding reading."""
     out = [d.value.to_dict("records") for d in at.dataframe]
     out += [w.value for w in at.warning if w.value.startswith("Borderline")]
-    out += [s.value for s in at.success if "No fracture found" in s.value]
+    out += [m.value.split("] ", 1)[1] for m in at.markdown if m.value.startswith(":gray-badge[") and "No finding" in m.value]
+    assert not [s.value for s in at.success if "finding" in s.value.lower()], "a no-finding result must not be green"
     return out
 
 
@@ -77,20 +78,35 @@ def test_models_page_renders_with_or_without_metrics():
     at.button(key="home_to_models").click().run()
     assert not at.exception
     assert at.title[0].value == "Models"
-    # Dataframe keys are not exposed by AppTest: metrics first, training facts last, between them one
-    # operating-points table per model whose manifest entry records them.
+    # Dataframe keys are not exposed by AppTest: metrics first, then one operating-points table per
+    # model whose manifest entry records them, then one table per model with a fitted
+    # "unlike the training images" check (how often it warned on each set).
+    from ood import OodCheck
+
     frames = [d.value for d in at.dataframe]
-    metrics_table, training_table = frames[0], frames[-1]
+    metrics_table = frames[0]
     manifest = json.loads(CONFIG.manifest_path.read_text())["models"]
     recorded = [n for n in MODEL_NAMES if (manifest.get(n) or {}).get("operating_points")]
-    assert len(frames) == 2 + len(recorded)
-    for name, table in zip(recorded, frames[1:-1], strict=True):
+    checks = {n: OodCheck.from_entry((manifest.get(n) or {}).get("ood"), sha256=(manifest.get(n) or {}).get("sha256"))
+              for n in MODEL_NAMES}
+    fitted = [n for n in MODEL_NAMES if checks[n] is not None and checks[n].info.get("checks")]
+    assert len(frames) == 1 + len(recorded) + len(fitted)
+    for table in frames[1 + len(recorded):]:
+        assert list(table.columns) == ["images", "n", "warned"]
+        assert "FracAtlas valid (the warning level was set here)" in table["images"].tolist()
+    for name, table in zip(recorded, frames[1:1 + len(recorded)], strict=True):
         assert len(table) == len(manifest[name]["operating_points"]["rows"])
         assert "fractured X-rays with a finding" in table.columns
         assert sum("(default)" in t for t in table["threshold"]) == 1
     assert {"metric", "U-Net", "Simple encoder-decoder", "n"} == set(metrics_table.columns)
     assert len(metrics_table) == 9  # named metrics, not the raw JSON keys
-    assert {"U-Net", "Simple encoder-decoder"} <= set(training_table.columns)
+    # Training facts in words, as a table that wraps instead of cutting cells off; no machine paths,
+    # no internal keys, no "trained from scratch" for weights continued from earlier ones.
+    facts = [m.value for m in at.markdown if m.value.startswith("| | U-Net | Simple encoder-decoder |")]
+    assert len(facts) == 1 and "| Parameters |" in facts[0] and "| Minutes of the last run |" in facts[0]
+    shown = " ".join([m.value for m in at.markdown] + [c.value for c in at.code] + [c.value for c in at.caption])
+    for word in ("/work/", ".devinit", ".devdata", "evaluated now", "topk_mean", "findings_f1_iou25", "from scratch"):
+        assert word not in shown, word
     evaluated = [n for n in MODEL_NAMES if CONFIG.metrics_path(n).is_file()]
     infos = " ".join(i.value for i in at.info)
     if len(evaluated) < len(MODEL_NAMES):
@@ -122,13 +138,13 @@ def test_threshold_changes_findings_without_rerunning_the_model(xray, monkeypatc
     import prediction
 
     calls = []
-    original = prediction.Predictor.forward
+    original = prediction.Predictor.forward_features  # every forward pass goes through it
 
     def counting_forward(self, batch):
         calls.append(len(batch))
         return original(self, batch)
 
-    monkeypatch.setattr(prediction.Predictor, "forward", counting_forward)
+    monkeypatch.setattr(prediction.Predictor, "forward_features", counting_forward)
     at = open_dashboard()
     at.radio(key="model").set_value("unet").run()
     at.slider(key="threshold_unet").set_value(0.01).run()
@@ -143,8 +159,8 @@ def test_threshold_changes_findings_without_rerunning_the_model(xray, monkeypatc
     # the two settings must show different findings.
     assert isinstance(low[0], list) and low[0], low
     assert low != high
-    if isinstance(high[0], str):  # no finding: clean, or borderline when the top score is close to 0.99
-        assert high[0].startswith(("No fracture found at threshold 0.99", "Borderline: no region reached threshold 0.99"))
+    if isinstance(high[0], str):  # no finding (neutral), or borderline when the top score is close to 0.99
+        assert high[0].startswith(("No finding at threshold 0.99", "Borderline: no region reached threshold 0.99"))
     else:
         assert sum(r["area (px)"] for r in high[0]) < sum(r["area (px)"] for r in low[0])
     # Switching model and back: one run for the new model, none for the one already seen.
@@ -331,3 +347,34 @@ def test_whole_bad_input_corpus_in_one_upload(xray, tmp_path):
         assert len(hits) == 1, (c.file, errors)
         assert c.match in hits[0], (c.match, hits[0])
     assert len(at.image) == 2 * (len(good) + 1)
+
+
+# --------------------------------------------------------------------------- unlike the training images
+def test_a_picture_that_is_not_an_xray_gets_the_warning_with_each_model():
+    """A drawn picture (tools/sample_pictures.py, made in memory) through the real models and their
+    fitted checks: the plain warning, in words and in the findings JSON; whatever the model marked stays."""
+    import sys
+
+    import cv2
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from sample_pictures import synthetic_pictures
+
+    from model_manifest import model_entry, read_manifest
+    from ood import OodCheck
+
+    manifest = read_manifest()
+    fitted = [m for m in MODEL_NAMES if OodCheck.from_entry(model_entry(m, manifest).get("ood"),
+                                                            sha256=model_entry(m, manifest).sha256) is not None]
+    assert fitted, "no shipped model has a fitted check (python tools/fit_ood.py --model NAME)"
+    ok, png = cv2.imencode(".png", cv2.cvtColor(synthetic_pictures()["synthetic_02_shapes"], cv2.COLOR_RGB2BGR))
+    at = open_dashboard()
+    upload(at, ("shapes.png", png.tobytes()))
+    for model in fitted:
+        at.radio(key="model").set_value(model).run()
+        assert not at.exception and not at.error
+        warnings = [w.value for w in at.warning if w.value.startswith("Unlike the training images")]
+        assert len(warnings) == 1, (model, [w.value for w in at.warning])
+        result = next(iter(at.session_state["_analyses"].values()))["results"][model]
+        assert result.ood.unlike and result.to_dict("shapes.png", model)["unlike_training_images"] is True
+        assert len(at.image) == 2  # the result is shown as usual

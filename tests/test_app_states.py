@@ -110,12 +110,23 @@ def badges(at) -> list[str]:
     return [m.value for m in at.markdown if "Possible fracture" in m.value]
 
 
+def no_findings(at) -> list[str]:
+    """The neutral no-finding readings (a grey badge, never a green box)."""
+    return [m.value for m in at.markdown if m.value.startswith(":gray-badge[") and "No finding" in m.value]
+
+
+def everything(at) -> str:
+    """All text the page shows (to check that no all-clear wording appears anywhere)."""
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error") for e in getattr(at, kind)]
+    return " ".join(str(p) for p in parts)
+
+
 def captions(at) -> list[str]:
     return [i.proto.imgs[0].caption for i in at.image]
 
 
 # --------------------------------------------------------------------------- states
-def test_three_states_finding_borderline_clean(stub_models, manifest_dir):
+def test_three_states_finding_borderline_and_neutral_no_finding(stub_models, manifest_dir):
     points = {"split": "valid", "fractured_images": 82, "negative_images": 318, "rows": [
         {"threshold": 0.8, "sensitivity": 0.74, "false_findings_per_negative": 0.31},
         {"threshold": 0.9, "sensitivity": 0.55, "false_findings_per_negative": 0.12}]}
@@ -128,16 +139,19 @@ def test_three_states_finding_borderline_clean(stub_models, manifest_dir):
     assert "Review this area" in at.warning[0].value
     at.slider(key="threshold_unet").set_value(0.7).run()  # now the square is a finding
     assert not at.warning and len(badges(at)) == 1 and "1 finding(s)" in badges(at)[0]
-    assert at.dataframe[0].value["score"].tolist() == [0.75]
-    at.slider(key="threshold_unet").set_value(0.9).run()  # 0.75 < 0.90 - 0.10: clean, green
-    assert not at.warning and not badges(at)
-    assert len(at.success) == 1 and at.success[0].value.startswith("No fracture found at threshold 0.90")
-    # Under the green reading: how often this threshold stayed silent on a fractured validation X-ray.
-    assert "At 0.90 this model left 45% of the fractured validation X-rays without any finding" in " ".join(
-        c.value for c in at.main.caption)
+    table = at.dataframe[0].value
+    assert table["peak score (reached the threshold)"].tolist() == [0.75]
+    assert table["ranking score (region peak)"].tolist() == [0.75]
+    at.slider(key="threshold_unet").set_value(0.9).run()  # 0.75 < 0.90 - 0.10: no finding, shown neutrally
+    assert not at.warning and not badges(at) and not at.success  # nothing green
+    assert len(no_findings(at)) == 1 and "No finding at threshold 0.90 (highest score anywhere 0.750)" in no_findings(at)[0]
+    # Beside the neutral reading: how often this threshold stayed silent on a fractured validation X-ray.
+    assert "At 0.90 this model left 45% of the fractured validation X-rays without any finding" in everything(at)
+    assert "No fracture found" not in everything(at) and "clean" not in everything(at).lower()
     manifest_dir(unet={"operating_points": None})
     at.run()
-    assert len(at.success) == 1 and not any("without any finding" in c.value for c in at.caption)
+    assert len(no_findings(at)) == 1 and not at.success and "without any finding" not in everything(at)
+    assert "misses at this threshold is not recorded" in everything(at)
 
 
 def test_borderline_spot_is_marked_on_the_overlay(stub_models, manifest_dir):
@@ -163,15 +177,31 @@ def test_calibrated_likelihood_is_shown_and_scores_are_called_scores(stub_models
     manifest_dir(unet={"threshold": 0.7, "calibration": cal, "image_score": "max_prob"})
     at = upload(dashboard(), ("synthetic.png", png_bytes()))
     at.radio(key="model").set_value("unet").run()
-    # max_prob 0.75 → 0.25 + (0.25 / 0.5) x 0.60 = 0.55 → "≈ 55 %".
-    text = badges(at)[0]
-    assert "Fracture likelihood ≈ 55 %" in text and "highest score 0.750" in text
-    assert "probability" not in text.lower()
-    assert "score" in at.dataframe[0].value.columns
+    # max_prob 0.75 → 0.25 + (0.25 / 0.5) x 0.60 = 0.55 → "≈ 55 %", with what it is calibrated on.
+    assert "highest score 0.750" in badges(at)[0]
+    text = everything(at)
+    assert "Fracture likelihood ≈ 55 % (calibrated on FracAtlas validation X-rays" in text
+    assert "not checked on X-rays from other sources" in text
+    assert "probability" not in badges(at)[0].lower()
+    assert "peak score (reached the threshold)" in at.dataframe[0].value.columns
     # The other model has no calibration in this manifest: it says so instead of inventing a number.
     at.radio(key="model").set_value("encoder_decoder").run()
-    shown = " ".join([w.value for w in at.warning] + [s.value for s in at.success] + badges(at))
+    shown = everything(at)
     assert "not calibrated" in shown and "≈" not in shown
+
+
+def test_likelihood_is_floored_at_5_and_capped_at_95_percent(stub_models, manifest_dir):
+    low = {"method": "isotonic", "x": [0.0, 1.0], "y": [0.0, 0.01], "n": 400, "n_positive": 80, "fitted_on": "valid"}
+    manifest_dir(unet={"threshold": 0.9, "borderline_margin": 0.0, "calibration": low, "image_score": "max_prob"})
+    at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    at.radio(key="model").set_value("unet").run()
+    text = everything(at)
+    assert "Fracture likelihood < 5 %" in text and "0 %" not in text and "≈" not in text
+    high = {**low, "y": [0.99, 1.0]}
+    manifest_dir(unet={"calibration": high})
+    at.run()
+    text = everything(at)
+    assert "Fracture likelihood > 95 %" in text and "100 %" not in text
 
 
 def test_models_page_reliability_diagram_with_and_without_calibration(stub_models, manifest_dir):
@@ -225,8 +255,8 @@ def test_uploads_results_and_settings_survive_dashboard_models_dashboard(stub_mo
     assert at.toggle(key="show_heatmap").value is True and at.slider(key="window_center").value == pytest.approx(0.4)
     # The results are the very objects computed before: the model did not run again.
     assert {k: v["results"]["encoder_decoder"] for k, v in at.session_state["_analyses"].items()} == results
-    assert any("earlier upload" in c.value for c in at.caption)
-    # Uploads are bytes in session memory; "Forget them" drops them and their results.
+    assert any("earlier uploads of this session" in c.value for c in at.caption)
+    # Uploads are bytes in session memory; "Forget all" drops them and their results.
     assert all(isinstance(v["data"], bytes) for v in at.session_state["_files"].values())
     at.button(key="forget_uploads").click().run()
     assert not at.exception and len(at.image) == 0 and at.session_state["_analyses"] == {}
@@ -255,11 +285,16 @@ def test_compare_view_shows_both_models_with_their_findings(stub_models, manifes
     assert not at.exception and not at.error
     assert captions(at) == ["Input, 300x300 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80",
                             "Input, 260x260 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80"]
-    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10) is clean.
-    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(at.success) == 2
+    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10) has none.
+    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(no_findings(at)) == 2 and not at.success
+    # The compare view has the downloads too: one labelled row per model and upload.
+    labels = [b.label for b in at.get("download_button")]
+    for model in ("U-Net", "Simple encoder-decoder"):
+        for what in ("Annotated PNG", "Findings JSON", "Mask PNG"):
+            assert labels.count(f"{what} ({model})") == 2, labels
     # Both thresholds are in the sidebar and each moves only its own model.
     at.slider(key="threshold_encoder_decoder").set_value(0.5).run()
-    assert len(badges(at)) == 4 and len(at.success) == 0
+    assert len(badges(at)) == 4 and len(no_findings(at)) == 0
     assert at.slider(key="threshold_unet").value == pytest.approx(0.7)
     at.radio(key="view_mode").set_value("single").run()
     assert len(at.image) == 4 and at.radio(key="model").value in MODEL_LABELS
@@ -302,3 +337,95 @@ def test_dicom_upload_offers_a_secondary_capture(stub_models, manifest_dir):
     assert not at.error, [e.value for e in at.error]
     labels = [b.label for b in at.get("download_button")]
     assert labels.count("DICOM (Secondary Capture)") == 1 and labels.count("Annotated PNG") == 2
+
+
+# --------------------------------------------------------------------------- uploads: order and removal
+def subheaders(at) -> list[str]:
+    return [h.value.replace("\\", "") for h in at.main.subheader]
+
+
+def test_new_uploads_appear_on_top_and_earlier_ones_can_be_removed_one_by_one(stub_models, manifest_dir):
+    at = dashboard()
+    upload(at, ("first.png", png_bytes(300)))
+    at = upload(at, ("first.png", png_bytes(300)), ("second.png", png_bytes(280)))
+    assert subheaders(at) == ["second.png", "first.png"]  # the latest upload first
+    at.button(key="dashboard_to_models").click().run()
+    at.button(key="models_to_dashboard").click().run()
+    assert subheaders(at) == ["second.png", "first.png"]
+    # Back with an empty uploader: the earlier uploads are listed, without an "as well".
+    note = [c.value for c in at.caption if "earlier upload" in c.value]
+    assert note == ["2 earlier uploads of this session, kept in memory only; their results are below."]
+    assert "as well" not in everything(at)
+    listed = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith(":material/draft:")]
+    assert listed == [":material/draft: second.png", ":material/draft: first.png"]
+    from app_support import content_hash
+
+    at.button(key=f"forget_{content_hash(png_bytes(300))[:16]}").click().run()
+    assert not at.exception and subheaders(at) == ["second.png"]
+    assert [c.value for c in at.caption if "earlier upload" in c.value] == [
+        "1 earlier upload of this session, kept in memory only; their results are below."]
+    assert len(at.session_state["_analyses"]) == 1
+    # A new upload next to an earlier one: on top, and the note says the earlier ones follow.
+    at = upload(at, ("third.png", png_bytes(260)))
+    assert subheaders(at) == ["third.png", "second.png"]
+    assert any("below the new ones" in c.value for c in at.caption)
+
+
+# --------------------------------------------------------------------------- "unlike the training images"
+class FeaturePredictor(StubPredictor):
+    """The stand-in with features and a fitted check: every image's features are far from the fit."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        from ood import fit_ood
+
+        rng = np.random.default_rng(0)
+        near = np.abs(rng.normal(1.0, 0.05, (40, 6)))
+        self.ood = fit_ood(near, np.abs(rng.normal(1.0, 0.05, (30, 6))), "stub_layer", components=3)
+        self.feature_layer = "stub_layer"
+
+    def predict_maps(self, images):
+        from prediction import fixed_size_probs
+
+        return [(p, np.full(6, 40.0, np.float32)) for p in fixed_size_probs(self.forward, images)]
+
+
+def test_unlike_the_training_images_is_a_warning_that_hides_nothing(monkeypatch, manifest_dir):
+    import streamlit as st
+
+    import page_dashboard
+
+    monkeypatch.setattr(page_dashboard, "load_predictor", lambda name: FeaturePredictor(name))
+    st.cache_resource.clear()
+    try:
+        manifest_dir(unet={"threshold": 0.7, "ood": {"false_alarm_target": 0.05}})
+        at = upload(dashboard(), ("photo.png", png_bytes()))
+        at.radio(key="model").set_value("unet").run()
+        warnings = [w.value for w in at.warning if w.value.startswith("Unlike the training images")]
+        assert len(warnings) == 1 and "5% of the FracAtlas validation X-rays exceed" in warnings[0]
+        assert len(badges(at)) == 1 and len(at.dataframe) == 1  # the finding is still shown, unchanged
+        result = next(iter(at.session_state["_analyses"].values()))["results"]["unet"]
+        assert result.ood.unlike and len(result.findings) == 1
+    finally:
+        st.cache_resource.clear()
+
+
+# --------------------------------------------------------------------------- app JSON = predict.py JSON
+def test_app_findings_json_has_the_keys_of_predict_py(stub_models, manifest_dir, monkeypatch, tmp_path):
+    import app_support
+    import predict
+
+    records = []
+    original = app_support.findings_json
+    monkeypatch.setattr(app_support, "findings_json", lambda rec: records.append(rec) or original(rec))
+    manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1})
+    at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    at.radio(key="model").set_value("unet").run()
+    app = records[-1]
+    assert app["status"] == "borderline" and app["review_box"] and app["note"] is None and "reading" in app
+    path = tmp_path / "synthetic.png"
+    path.write_bytes(png_bytes())
+    cli = predict.run([path], StubPredictor("unet"), "unet", 0.8, None, progress=False,
+                      entry={"threshold": 0.8, "borderline_margin": 0.1})[0]
+    assert set(app) == set(cli)
+    assert {k: v for k, v in app.items() if k != "file"} == {k: v for k, v in cli.items() if k != "file"}

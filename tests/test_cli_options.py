@@ -61,7 +61,7 @@ def test_every_option_has_help_that_shows_its_default(cli):
 def test_predict_json_has_status_and_stdout_one_line_per_file(tmp_path, real_xray_paths, capsys):
     import predict
     from model_manifest import model_entry
-    from result_status import BORDERLINE, CLEAN, FINDING, STATUSES, borderline_margin
+    from result_status import BORDERLINE, FINDING, NO_FINDING, STATUSES, borderline_margin
 
     files = [str(p) for p in real_xray_paths[:2]] + [str(tmp_path / "broken.jpg")]
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
@@ -77,8 +77,10 @@ def test_predict_json_has_status_and_stdout_one_line_per_file(tmp_path, real_xra
         if r["error"] is not None:
             assert r["status"] is None and "error" in line
             continue
-        assert r["status"] in STATUSES and r["status"] in line
-        expected = FINDING if r["findings"] else BORDERLINE if r["fracture_score"] >= r["threshold"] - margin else CLEAN
+        # The app's words: the line is the file and its reading, never an all-clear.
+        assert r["status"] in STATUSES and line == f"{r['file']}: {r['reading']}"
+        assert "clean" not in line.lower() and "no fracture" not in line.lower()
+        expected = FINDING if r["findings"] else BORDERLINE if r["fracture_score"] >= r["threshold"] - margin else NO_FINDING
         assert r["status"] == expected and r["borderline_margin"] == pytest.approx(margin)
         calibrated = isinstance(entry.get("calibration"), dict)
         assert (r["fracture_likelihood"] is not None) == calibrated
@@ -90,7 +92,7 @@ def test_predict_json_to_stdout_stays_pure_json(real_xray_paths, capsys):
 
     assert predict.main([str(real_xray_paths[0]), "--json", "-", "--no-progress"]) == 0
     records = json.loads(capsys.readouterr().out)  # no summary line mixed into the JSON
-    assert records[0]["status"] in ("finding", "borderline", "clean")
+    assert records[0]["status"] in ("finding", "borderline", "no_finding")
 
 
 # --------------------------------------------------------------------------- evaluate.py

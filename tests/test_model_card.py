@@ -7,11 +7,15 @@ import pytest
 from model_card import (
     ECE_LABEL,
     miss_note,
+    miss_notes_by_source,
     named_metrics_rows,
     operating_point_at,
     operating_points_table,
+    public_text,
+    reliability_by_source,
     reliability_check,
     threshold_tradeoff,
+    training_facts,
     verdict,
 )
 
@@ -62,7 +66,7 @@ def test_reliability_check_calibrated_raw_and_stored():
     cal = {"x": [0.1, 0.9], "y": [0.0, 2 / 3]}
     fitted = reliability_check(METRICS, {"calibration": cal})
     assert fitted["calibrated"] is True and fitted["ece"] == pytest.approx(0.0, abs=1e-6)
-    assert fitted["ece_uncalibrated"] == pytest.approx(0.2) and fitted["source"] == "test split, evaluated now"
+    assert fitted["ece_uncalibrated"] == pytest.approx(0.2) and fitted["source"] == "test split"
     # Without per-image scores of the named image score, the check stored with the calibration is used.
     stored = {**cal, "reliability": {"split": "valid", "in_sample": True, "n": 400, "ece": 0.03, "bins": []}}
     check = reliability_check(METRICS, {"calibration": stored, "image_score": "topk_mean"})
@@ -101,3 +105,50 @@ def test_miss_note_says_how_often_the_threshold_stays_silent_on_a_fracture():
                                      "finding: no mark does not rule a fracture out.")
     assert "At 0.80" in miss_note(ENTRY, 0.78) and "26%" in miss_note(ENTRY, 0.78)
     assert miss_note({}, 0.9) is None and miss_note(None, 0.9) is None
+
+
+def test_reliability_by_source_only_with_several_sources():
+    cal = {"x": [0.0, 1.0], "y": [0.0, 1.0]}
+    assert reliability_by_source(METRICS, {"calibration": cal}) == []  # one source (none named): nothing per source
+    per_image = METRICS["per_image"] + [
+        {"fractured": True, "fracture_score": 0.1, "source": "Other"}, {"fractured": True, "fracture_score": 0.2, "source": "Other"},
+        {"fractured": False, "fracture_score": 0.1, "source": "Other"}, {"fractured": True, "fracture_score": 0.3, "source": "Only"}]
+    rows = {r["source"]: r for r in reliability_by_source({"per_image": per_image}, {"calibration": cal})}
+    assert set(rows) == {"FracAtlas", "Other", "Only"}
+    assert rows["FracAtlas"]["ece"] == pytest.approx(0.2) and rows["FracAtlas"]["holds"] is False  # the raw ECE above
+    # Other: bin 1 holds 0.1 (fractured) and 0.1 (not) → |0.1 - 0.5| x 2/3; bin 2 holds 0.2 → |0.2 - 1| x 1/3.
+    assert rows["Other"]["ece"] == pytest.approx(0.4 * 2 / 3 + 0.8 / 3, abs=1e-3) and rows["Other"]["n_fractured"] == 2
+    assert rows["Only"]["ece"] is None and rows["Only"]["holds"] is False  # one class only: not checkable
+    assert reliability_by_source({"per_image": per_image}, {}) == []  # not calibrated
+    assert reliability_by_source(None, {"calibration": cal}) == []
+
+
+def test_miss_notes_by_source_from_the_operating_points():
+    entry = {"operating_points": {**ENTRY["operating_points"], "by_source": {"Other": {"rows": [
+        {"threshold": 0.9, "sensitivity": 0.25, "false_findings_per_negative": 0.3}]}, "Broken": "x"}}}
+    assert miss_notes_by_source(entry, 0.88) == ["Other: 75% of the fractured X-rays left without a finding at 0.90"]
+    assert miss_notes_by_source(ENTRY, 0.9) == [] and miss_notes_by_source(None, 0.9) == []
+
+
+def test_public_text_drops_machine_paths_and_keeps_the_repositorys():
+    text = ("python train.py --init-from .devinit/unet.weights.h5 --data /home/someone/data/FracAtlas "
+            "--checkpoint-dir checkpoints/gpu/phase1 (7 min, checkpoints/gpu/phase1/half_unet)")
+    assert public_text(text) == ("python train.py --init-from unet.weights.h5 --data FracAtlas "
+                                 "--checkpoint-dir checkpoints/gpu/phase1 (7 min, checkpoints/gpu/phase1/half_unet)")
+
+
+def test_training_facts_in_words_without_internal_keys_or_paths():
+    entry = {"params": 1941122, "epochs": 4, "samples_seen": 76800, "training_minutes": 3.4, "threshold": 0.9,
+             "threshold_source": "chosen on valid by evaluate.py --choose-threshold (findings_f1_iou25)",
+             "borderline_margin": 0.0, "image_score": "topk_mean",
+             "training_command": "python train.py --model unet --init-from /abs/dir/.devinit/unet.weights.h5 --epochs 500"}
+    facts = dict(training_facts(entry))
+    assert facts["Parameters"] == "1,941,122" and facts["Minutes of the last run"] == "3.4"
+    assert facts["Epochs of the last run (up to the shipped snapshot)"] == "4"
+    assert facts["Started from"] == "earlier weights of the same model (unet.weights.h5)"  # not "from scratch"
+    assert facts["Borderline band below the threshold"] == "none (no borderline state)"
+    text = " ".join(facts.values())
+    for internal in ("topk_mean", "findings_f1_iou25", "params", "/abs", ".devinit", "evaluated now"):
+        assert internal not in text
+    assert dict(training_facts({}))["Started from"] == "–"
+    assert dict(training_facts({"training_command": "python train.py --model unet"}))["Started from"] == "random weights"

@@ -158,3 +158,76 @@ def test_a_file_failing_in_the_model_costs_only_that_file(tmp_path):
     assert records[0]["error"].startswith(f"{files[0]}: analysis failed (RuntimeError") and records[0]["findings"] == []
     assert records[1]["error"] is None and len(records[1]["findings"]) == 1 and records[2]["error"] is None
     assert sorted(p.name for p in out.iterdir()) == ["good2_annotated.png", "good2_mask.png", "good_annotated.png", "good_mask.png"]
+
+
+class SquareModel:
+    """Stand-in forward pass: a 24x24 square of score ``peak`` in the middle of a 256x256 map."""
+
+    def __init__(self, peak: float):
+        self.peak = peak
+
+    def forward(self, batch):
+        import numpy as np
+
+        prob = np.full((len(batch), 256, 256), 0.02, np.float32)
+        prob[:, 116:140, 116:140] = self.peak
+        return prob
+
+
+def test_borderline_review_box_is_drawn_in_the_png_and_given_in_the_json(tmp_path):
+    """The app's dashed review box, in predict.py's annotated PNG, and its spot in the JSON."""
+    import numpy as np
+
+    from rendering import REVIEW_COLOR
+
+    img = tmp_path / "near.png"
+    cv2.imwrite(str(img), np.full((300, 300), 90, np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    entry = {"threshold": 0.8, "borderline_margin": 0.1}
+    rec = predict.run([img], SquareModel(0.75), "unet", 0.8, out, progress=False, entry=entry)[0]
+    assert rec["status"] == "borderline" and rec["findings"] == []
+    x0, y0, x1, y1 = rec["review_box"]  # the square, 256-px map → 300-px image: 136..164
+    assert 130 <= x0 <= 140 and 160 <= x1 <= 170 and 130 <= y0 <= 140 and 160 <= y1 <= 170
+    assert rec["reading"].startswith("Borderline: no region reached threshold 0.80")
+    ann = cv2.cvtColor(cv2.imread(str(out / "near_annotated.png")), cv2.COLOR_BGR2RGB)
+    amber = np.all(ann == REVIEW_COLOR, axis=-1)
+    ys, xs = np.nonzero(amber)
+    assert amber.sum() > 40 and xs.min() < x0 and xs.max() >= x1 - 1 and ys.min() < y0  # drawn around the spot
+    # At least 12 % of the long side across, so it is not a speck on screen, and labelled.
+    assert xs.max() - xs.min() >= 0.12 * 300 and ys.max() - ys.min() >= 0.12 * 300
+    # Far below the threshold: no finding, no box, and the words say what the model misses.
+    rec = predict.run([img], SquareModel(0.3), "unet", 0.8, out, progress=False, entry=entry)[0]
+    assert rec["status"] == "no_finding" and rec["review_box"] is None
+    assert rec["reading"].startswith("No finding at threshold 0.80") and "does not rule a fracture out" in rec["reading"]
+    ann = cv2.cvtColor(cv2.imread(str(out / "near_annotated.png")), cv2.COLOR_BGR2RGB)
+    assert not np.all(ann == REVIEW_COLOR, axis=-1).any()
+
+
+def test_folder_mode_reads_bmp_webp_tiff_gif_and_names_what_it_skips(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    gray = np.zeros((120, 100), np.uint8)
+    gray[40:80, 30:70] = 200
+    for ext, fmt in ((".bmp", "BMP"), (".webp", "WEBP"), (".tif", "TIFF"), (".tiff", "TIFF"), (".gif", "GIF"),
+                     (".png", "PNG")):
+        Image.fromarray(gray).save(d / f"x{ext}", format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    (d / "notes.txt").write_text("not an image")
+    (d / "table.csv").write_text("a,b")
+    (d / "README").write_text("no extension")
+    lines = []
+    files = predict.collect_inputs([str(d)], on_skipped=lines.append)
+    assert sorted(p.suffix for p in files) == [".bmp", ".gif", ".png", ".tif", ".tiff", ".webp"]
+    assert lines == ["skipped 3 files in the folders that are not of a type it reads (.csv 1, .txt 1, no extension 1); "
+                     "name a file on the command line to try it anyway"]
+    records = predict.run(files, SquareModel(0.95), "unet", 0.5, None, progress=False)
+    assert all(r["error"] is None and len(r["findings"]) == 1 for r in records), records
+    # Through main(): the one skip line on stderr, every image read.
+    js = tmp_path / "r.json"
+    assert predict.main([str(d), "--json", str(js), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "predict.py: skipped 3 files" in err and len([x for x in err.splitlines() if "skipped" in x]) == 1
+    assert len(json.loads(js.read_text())) == 6

@@ -106,7 +106,10 @@ def test_analyse_image_end_to_end(predictor_factory, real_xray_paths):
     assert overlay.shape == (*pixels.shape[:2], 3) and overlay.dtype == np.uint8
     assert result.prob.dtype == np.float32 and 0.0 <= result.prob.min() and result.prob.max() <= 1.0
     d = result_to_dict(result, "x.jpg", "unet")
-    assert set(d) == {"file", "model", "width", "height", "threshold", "fracture_score", "findings", "error"}
+    assert set(d) == {"file", "model", "width", "height", "threshold", "fracture_score", "image_score_name", "image_score",
+                      "findings", "unlike_training_images", "ood_distance", "ood_threshold", "error"}
+    assert set(result_to_dict(None, "bad.jpg", "unet", "bad.jpg: truncated")) == set(d)  # a failed file: same keys
+    assert all(set(f) == {"box", "score", "peak", "area_px"} and f["peak"] >= f["score"] for f in d["findings"])
 
 
 def test_overlay_marks_only_the_mask():

@@ -1,4 +1,4 @@
-"""The three result states and the borderline spot, by hand."""
+"""The three result states (finding, borderline, no finding: never "clean") and the borderline spot, by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from important_variables import CONFIG
-from result_status import BORDERLINE, CLEAN, FINDING, borderline_margin, borderline_spot, result_status
+from result_status import BORDERLINE, FINDING, NO_FINDING, STATUSES, borderline_margin, borderline_spot, result_status
 
 
 @pytest.mark.parametrize(("findings", "top", "threshold", "margin", "expected"), [
@@ -14,9 +14,9 @@ from result_status import BORDERLINE, CLEAN, FINDING, borderline_margin, borderl
     (2, 0.81, 0.8, 0.0, FINDING),
     ([], 0.796, 0.8, 0.15, BORDERLINE),  # the near miss of issue 10: not an all-clear
     (0, 0.65, 0.8, 0.15, BORDERLINE),  # exactly threshold - margin counts as borderline
-    (0, 0.649, 0.8, 0.15, CLEAN),
-    (0, 0.79, 0.8, 0.0, CLEAN),  # margin 0: no borderline state
-    (0, 0.2, 0.5, -1.0, CLEAN),  # a negative margin is treated as 0
+    (0, 0.649, 0.8, 0.15, NO_FINDING),
+    (0, 0.79, 0.8, 0.0, NO_FINDING),  # margin 0: no borderline state
+    (0, 0.2, 0.5, -1.0, NO_FINDING),  # a negative margin is treated as 0
 ])
 def test_result_status(findings, top, threshold, margin, expected):
     assert result_status(findings, top, threshold, margin) == expected
@@ -69,8 +69,13 @@ def test_status_fields_for_json():
     prob[10:14, 10:14] = 0.72
     near = result_from_prob(prob, 30, 30, 0.8)
     assert status_fields(near, None) == {"status": BORDERLINE, "borderline_margin": CONFIG.default_borderline_margin,
-                                         "fracture_likelihood": None}
-    assert status_fields(near, {"borderline_margin": 0.05})["status"] == CLEAN
+                                         "review_box": [10, 10, 14, 14], "fracture_likelihood": None}
+    far = status_fields(near, {"borderline_margin": 0.05})
+    assert far["status"] == NO_FINDING and far["review_box"] is None
     found = near.with_threshold(0.7)
     fields = status_fields(found, {"calibration": _cal(), "borderline_margin": 0.1})
     assert fields["status"] == FINDING and fields["fracture_likelihood"] == pytest.approx(0.1 + 0.22 / 0.4 * 0.5, abs=1e-4)
+
+
+def test_no_state_is_called_clean():
+    assert NO_FINDING == "no_finding" and "clean" not in STATUSES
