@@ -26,7 +26,7 @@ $(VENV)/.run-installed: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.run-installed
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt requirements-ray.txt $(VENV)/.run-installed
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 

@@ -2,6 +2,7 @@
 
     python predict.py INPUT... [--model unet|encoder_decoder] [--threshold T]
                       [--out DIR] [--json FILE] [--csv FILE]
+                      [--engine local|ray [--address ADDRESS] [--summary FILE]]
 
 INPUT: files (taken whatever their extension) or folders (recursed for every
 format the decoder reads: .jpg .jpeg .png .dcm .bmp .webp .tif .tiff .gif; what a
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import batch_ray
 from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
@@ -262,12 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr (default: a progress bar)")
     p.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)  # benchmarks: wall-clock marks on stderr
+    ray = p.add_argument_group("archive scale (Ray Data; pip install -r requirements-ray.txt), see docs/batch_ray.md")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local", help="run in this process, or on Ray: "
+                     "resumable, one JSON line per file in the summary")
+    ray.add_argument("--address", metavar="ADDRESS", help="(ray) the Ray cluster to run on, e.g. HEAD:6379 "
+                     "(default: start a local Ray on this machine's cores)")
+    ray.add_argument("--summary", metavar="FILE", help=f"(ray) the JSON Lines summary, read first to skip finished files "
+                     f"(default: DIR/{batch_ray.SUMMARY_NAME} with --out, else none)")
+    ray.add_argument("--actor-cpus", type=positive_int, metavar="N", help="(ray) cores per model replica (default: 1)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with one line on a bad option
+    ray_only = [o for o, v in (("--address", args.address), ("--summary", args.summary), ("--actor-cpus", args.actor_cpus)) if v]
+    if args.engine != "ray" and ray_only:
+        parser.error(f"{', '.join(ray_only)} needs --engine ray")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -282,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
 
         t_load = time.time()
-        import quiet_tf
+        predictor = None  # --engine ray: each actor loads its own
+        if args.engine == "local":
+            import quiet_tf
 
-        quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines on the terminal
-        try:
-            predictor = load_predictor(choice)
-        except ModelIntegrityError as exc:
-            raise UsageError(f"model refused: {exc}") from exc
+            quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines on the terminal
+            try:
+                predictor = load_predictor(choice)
+            except ModelIntegrityError as exc:
+                raise UsageError(f"model refused: {exc}") from exc
     except UsageError as exc:
         return report_usage_error("predict.py", exc)
     threshold = args.threshold if args.threshold is not None else choice.threshold
@@ -299,8 +314,17 @@ def main(argv: list[str] | None = None) -> int:
 
     entry = dict(choice.entry.data) if choice.entry is not None else {}
     by_source = reliability_by_source(read_metrics(choice.path.parent / f"{choice.name}.metrics.json"), entry)
-    records = run(files, predictor, choice.name, threshold, out_dir, args.batch_size,
-                  progress=not args.no_progress, on_first_result=first, entry=entry, by_source=by_source)
+    if args.engine == "ray":
+        try:
+            records = batch_ray.run(files, output_stems(files), batch_ray.BatchModel(choice.name, str(choice.path.resolve()),
+                                    choice.sha256, choice.entry, tuple(by_source)), threshold, out_dir, write_outputs, summary=args.summary,
+                                    address=args.address, batch_size=args.batch_size, actor_cpus=args.actor_cpus or 1,
+                                    progress=not args.no_progress)
+        except batch_ray.EngineError as exc:
+            return report_usage_error("predict.py", exc)
+    else:
+        records = run(files, predictor, choice.name, threshold, out_dir, args.batch_size,
+                      progress=not args.no_progress, on_first_result=first, entry=entry, by_source=by_source)
     marks["end_unix"] = time.time()
     if args.json:
         write_json(records, args.json)
