@@ -11,7 +11,7 @@ import streamlit as st
 from add_style import add_style
 from application_pages import pages
 from important_variables import CONFIG
-from page_dashboard import model_pool
+from ui.page_dashboard import model_pool
 
 # The page icon is served by the app itself (no outside host is asked for a favicon).
 st.set_page_config(page_title="Bone-fracture localization", page_icon=str(CONFIG.assets_dir / "favicon.png"), layout="wide")

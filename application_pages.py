@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-import page_dashboard
-import page_models
-from app_nav import take_request
-from app_text import CREDIT, DISCLAIMER, HOME_SCOPE, PRIVACY
 from important_variables import CONFIG
+from ui import page_dashboard, page_models
+from ui.nav import take_request
+from ui.text import CREDIT, DISCLAIMER, HOME_SCOPE, PRIVACY
 
 
 def pages() -> dict[str, st.Page]:

@@ -26,7 +26,7 @@ from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
 from important_variables import ARCHITECTURES, CONFIG, PAD_MULTIPLES
-from model_manifest import ModelIntegrityError, read_manifest, sha256_file, verify_model_file  # noqa: F401  (re-exported)
+from inference.manifest import ModelIntegrityError, read_manifest, sha256_file, verify_model_file  # noqa: F401  (re-exported)
 
 INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
 

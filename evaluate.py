@@ -14,19 +14,25 @@ keeps the first N fractured and the first N negative records (by id), for tests.
 The command line over the ``evaluation`` package (one module per job: cases,
 scoring, thresholds, report, ship; ``evaluation.validator.Validator`` gives a
 trainer the same numbers). Predictions go through ``prediction.iter_predictions``,
-the loop the app and ``predict.py`` use: the
-256x256 probability map is resized back to each image's own size and compared
-there with the annotation polygons. Numbers (see ``DEFINITIONS`` for the exact
-wording written into every report):
+the loop the app and ``predict.py`` use, with the model's manifest entry: a native-scale
+model runs on the whole image at its training scale (long side <= ``CONFIG.native_long_side``,
+padded), and the probability map, of the image's own size, is compared with the
+annotation polygons there. Numbers (see ``DEFINITIONS`` for the exact wording written
+into every report):
 
-1. segmentation on fractured images: per-image Dice and IoU of ``prob >= t``
-   against the annotated mask, mean and median;
-2. findings (connected regions of ``prob >= t``, score = region max probability)
-   against the COCO instance boxes: box AP@50 and AP@25 pooled over all evaluated
-   images (greedy matching by score, all-point interpolation), recall at ``t``;
-3. image level: fracture score = max probability; ROC-AUC fractured vs negatives;
-   sensitivity (fractured images with >= 1 finding) and specificity (negatives
-   with none) at ``t``; false findings per negative image;
+1. segmentation on fractured images: per-image Dice and IoU of the findings' pixels
+   (what the app outlines) against the annotated mask, mean and median;
+2. findings (``inference.findings``: regions seeded where ``prob >= t`` and grown by
+   hysteresis down to ``low_ratio x t`` under the manifest's finding rule, specks below the
+   minimum area dropped; each scored by the rule's score, the region's maximum or mean
+   probability) against the COCO instance boxes: box AP@50 and AP@25 pooled over all
+   evaluated images (greedy matching by score, all-point interpolation), recall at ``t``,
+   and pycocotools' box / mask AP on the fractured images;
+3. image level: fracture score = the manifest's image score (``image_score``: maximum
+   probability, mean of the top 64 pixels or best finding; each one's AUC is reported);
+   ROC-AUC fractured vs negatives; sensitivity (fractured images with >= 1 finding) and
+   specificity (negatives with none) at ``t``; false findings per negative image;
+   calibration error of the likelihood on the split;
 4. pixel accuracy of the model next to that of an all-background prediction on the
    same pixels (on its own it is meaningless: ~99.7 % of the pixels are background);
 5. Dice and sensitivity by body part, with counts.
@@ -61,7 +67,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli_common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, threshold_arg
+from cli.common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, threshold_arg
 from evaluation.cases import Case, run_inference, select_records  # noqa: F401  (the evaluation API, re-exported)
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS, SWEEP  # noqa: F401
 from evaluation.evaluator import evaluate
@@ -71,7 +77,7 @@ from evaluation.ship import ship
 from evaluation.thresholds import choose_threshold, sweep_thresholds, write_threshold_to_manifest  # noqa: F401
 from fracture.dataset import DatasetError, FracAtlas
 from important_variables import CONFIG, MODEL_NAMES
-from model_manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest, sha256_file
+from inference.manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest, sha256_file
 from prediction import predictor_for
 
 log = logging.getLogger("evaluate")
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         _check_combination(args)
-        import quiet_tf
+        from cli import quiet_tf
 
         quiet_tf.import_tensorflow()  # before any Keras import: no TensorFlow start-up lines
         atlas = _open_source(args)

@@ -40,14 +40,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import batch_ray
-from cli_common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
-from image_io import read_image_file
+from cli import batch_ray
+from cli.common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
+from imaging.image_io import read_image_file
 from important_variables import CONFIG, MODEL_NAMES
-from model_card import read_metrics, reliability_by_source
-from model_manifest import ModelIntegrityError, verify_model_file
+from inference.manifest import ModelIntegrityError, verify_model_file
+from inference.model_card import read_metrics, reliability_by_source
+from inference.reading import result_record
 from prediction import Source, encode_png, iter_predictions, predictor_for
-from reading import result_record
 
 log = logging.getLogger("predict")
 
@@ -275,6 +275,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def output_dir(out: str | None) -> Path | None:
+    """``--out`` created (None without it); UsageError with one line when it cannot be."""
+    if not out:
+        return None
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
+    return out_dir
+
+
+def write_records(records: list[dict], args) -> None:
+    """``--json`` / ``--csv`` as asked; the JSON on stdout when nothing else is written, else one
+    readable line per file on stdout unless a table goes there."""
+    if args.json:
+        write_json(records, args.json)
+    if args.csv:
+        write_csv(records, args.csv)
+    if not (args.json or args.csv or args.out):
+        write_json(records, "-")
+    elif "-" not in (args.json, args.csv):  # stdout is free: one readable line per file
+        for rec in records:
+            print(summary_line(rec))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with one line on a bad option
@@ -286,18 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = collect_inputs(args.inputs, on_skipped=lambda line: print(f"predict.py: {line}", file=sys.stderr))
         choice = resolve_model(args.model, args.model_file, args.allow_unverified)
-        out_dir = None
-        if args.out:
-            out_dir = Path(args.out)
-            try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UsageError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
+        out_dir = output_dir(args.out)
 
         t_load = time.time()
         predictor = None  # --engine ray: each actor loads its own
         if args.engine == "local":
-            import quiet_tf
+            from cli import quiet_tf
 
             quiet_tf.import_tensorflow()  # before Keras: no TensorFlow start-up lines on the terminal
             try:
@@ -326,15 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         records = run(files, predictor, choice.name, threshold, out_dir, args.batch_size,
                       progress=not args.no_progress, on_first_result=first, entry=entry, by_source=by_source)
     marks["end_unix"] = time.time()
-    if args.json:
-        write_json(records, args.json)
-    if args.csv:
-        write_csv(records, args.csv)
-    if not (args.json or args.csv or args.out):
-        write_json(records, "-")
-    elif "-" not in (args.json, args.csv):  # stdout is free: one readable line per file
-        for rec in records:
-            print(summary_line(rec))
+    write_records(records, args)
     n_failed = sum(r["error"] is not None for r in records)
     if n_failed:
         print(f"predict.py: {n_failed} of {len(records)} files could not be processed", file=sys.stderr)

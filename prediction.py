@@ -32,13 +32,22 @@ from typing import Any
 import cv2
 import numpy as np
 
-from findings import FindingRule
-from image_io import ImageLoadError, pad_to_multiple, resize_for_model, to_model_gray, to_native_gray
+from imaging.image_io import ImageLoadError, pad_to_multiple, resize_for_model, to_model_gray, to_native_gray
+from imaging.rendering import (
+    HEAT_FLOOR,
+    HEAT_FULL,
+    REVIEW_COLOR,
+    display_gray,
+    encode_png,
+    heat_alpha,
+    heatmap_legend,
+    render_overlay,
+)
 from important_variables import CONFIG, PAD_MULTIPLES
-from model_features import pooled_features
-from ood import OodCheck
-from rendering import HEAT_FLOOR, HEAT_FULL, REVIEW_COLOR, display_gray, encode_png, heat_alpha, heatmap_legend, render_overlay
-from results import Finding, PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
+from inference.features import pooled_features
+from inference.findings import Finding, FindingRule
+from inference.ood import OodCheck
+from inference.results import PredictionResult, find_findings, min_finding_area, result_from_prob, result_to_dict, upscale_prob
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +143,7 @@ class Predictor:
 
         ch = CONFIG.fracture_channel
         if self.feature_layer is not None:
-            from model_features import with_features
+            from inference.features import with_features
 
             model = with_features(model, self.feature_layer)
         two = self.feature_layer is not None

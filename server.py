@@ -15,7 +15,7 @@ import streamlit as st
 
 @asynccontextmanager
 async def lifespan(_app):
-    from page_dashboard import model_pool
+    from ui.page_dashboard import model_pool
 
     model_pool()  # returns at once; TensorFlow and both models load in the pool's thread
     yield

@@ -27,8 +27,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from evaluation.metrics import dice_from_sums, iou_from_sums
 from important_variables import CONFIG
-from metrics import dice_from_sums, iou_from_sums
 
 SMOOTH = 1.0
 _PACKAGE = "fracture"
@@ -85,7 +85,7 @@ def ce_dice_loss(y_true, y_pred):
 def ce_dice_fractured_loss(y_true, y_pred, smooth: float = SMOOTH):
     """Cross-entropy on every sample + soft Dice per image on the samples that contain fracture.
 
-    The native-scale training loss (issue 9). A per-image Dice on crops *without*
+    The native-scale training loss. A per-image Dice on crops *without*
     fracture rewards predicting all background (the collapse described above), so
     those samples contribute only cross-entropy; samples with fracture pixels get
     their own Dice, so a small fracture weighs as much as a large one.
@@ -113,7 +113,7 @@ def topk_image_bce(y_true, y_pred, k: int = CONFIG.image_score_topk_px):
 
     The gradient reaches only the k most confident pixels of each sample: on a negative those
     are exactly the false findings. The clip acts only when that mean is already within 1e-6
-    of its target, so it does not cut the gradient that matters (the trap of issue 9 was a
+    of its target, so it does not cut the gradient that matters (the trap of an earlier version was a
     clip on the per-pixel probabilities before the cross-entropy).
     """
     t, p = _fracture_channel(y_true, y_pred)
@@ -128,7 +128,7 @@ def topk_image_bce(y_true, y_pred, k: int = CONFIG.image_score_topk_px):
 def ce_dice_topk_loss(y_true, y_pred):
     """:func:`ce_dice_fractured_loss` + the batch mean of :func:`topk_image_bce`.
 
-    For the false findings on negative images that the per-pixel loss left (issue 9): a
+    For the false findings on negative images that the per-pixel loss left: a
     negative crop whose most confident pixels say "fracture" now costs as much as a whole
     misclassified image, not a few hundred pixels out of 65,536.
     """

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from findings import FINDING_SCORES  # noqa: E402
 from important_variables import ARCHITECTURES  # noqa: E402
+from inference.findings import FINDING_SCORES  # noqa: E402
 
 
 def load(name: str, weights: str):
@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     p.add_argument("--label", default="", help="free text copied into the output line")
     args = p.parse_args(argv)
 
-    from cli_common import require_data_dir
+    from cli.common import require_data_dir
     from evaluation.evaluator import evaluate
     from fracture.dataset import FracAtlas
-    from model_manifest import ModelEntry
+    from inference.manifest import ModelEntry
     from prediction import predictor_for
 
     findings = {"low_ratio": args.low_ratio, **({"max_findings": args.max_findings} if args.max_findings else {}),

@@ -1,4 +1,4 @@
-"""Inference benchmark (issue 5): naive path vs our forward pass vs our end-to-end path.
+"""Inference benchmark: naive path vs our forward pass vs our end-to-end path.
 
     python benchmarks/bench_inference.py [--data DIR] [--runs 20] [--cli-images 200] [--quick] [--json FILE]
 
@@ -79,7 +79,7 @@ def pick_images(data_dir: Path, n: int, n_big: int):
     from PIL import Image
 
     from fracture.dataset import FracAtlas
-    from image_io import ImageLoadError, read_image_file
+    from imaging.image_io import ImageLoadError, read_image_file
 
     atlas = FracAtlas(data_dir)
     recs = atlas.records("test", fractured=True) + atlas.records("test", fractured=False)
@@ -104,8 +104,8 @@ def pick_images(data_dir: Path, n: int, n_big: int):
 
 def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs: int, xla: bool) -> dict:
     from create_segmentation_model import load_named_model
-    from image_io import load_image, pad_to_multiple, read_image_file
-    from model_manifest import model_entry, model_threshold
+    from imaging.image_io import load_image, pad_to_multiple, read_image_file
+    from inference.manifest import model_entry, model_threshold
     from prediction import Predictor, analyse_image, native_input, predictor_for, preprocess
 
     threshold = model_threshold(name)

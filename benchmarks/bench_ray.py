@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def pick_images(data_dir: Path, n: int) -> list[Path]:
     """``n`` readable test-split images, fractured first (the release's truncated JPEGs skipped)."""
     from fracture.dataset import FracAtlas
-    from image_io import ImageLoadError, read_image_file
+    from imaging.image_io import ImageLoadError, read_image_file
 
     atlas = FracAtlas(data_dir)
     out = []
@@ -65,7 +65,7 @@ def cpu_name() -> str:
 
 def bench_local(files, choice, threshold, out_dir: Path, batch_size: int) -> dict:
     import predict
-    import quiet_tf
+    from cli import quiet_tf
 
     quiet_tf.import_tensorflow()
     t = time.perf_counter()
@@ -81,8 +81,8 @@ def bench_local(files, choice, threshold, out_dir: Path, batch_size: int) -> dic
 
 def _ray_job(files, model, threshold, out_dir: Path, batch_size: int, actor_cpus: int) -> tuple[float, list[dict]]:
     """One Ray job over ``files`` (actors start, load the model, predict): (wall seconds, records in input order)."""
-    import batch_ray
     import predict
+    from cli import batch_ray
 
     stems = predict.output_stems(files)
     items = [{"index": i, "file": str(f), "path": str(f.resolve()), "stem": s} for i, (f, s) in enumerate(zip(files, stems, strict=True))]
@@ -97,7 +97,7 @@ def _ray_job(files, model, threshold, out_dir: Path, batch_size: int, actor_cpus
 def bench_ray(files, choice, threshold, out_dir: Path, batch_size: int, actor_cpus: int) -> dict:
     import ray
 
-    import batch_ray
+    from cli import batch_ray
 
     t = time.perf_counter()
     batch_ray.connect(progress=False)
@@ -119,7 +119,7 @@ def bench_ray(files, choice, threshold, out_dir: Path, batch_size: int, actor_cp
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cli_common import positive_int, require_data_dir
+    from cli.common import positive_int, require_data_dir
     from important_variables import MODEL_NAMES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,4 +1,4 @@
-"""Decoder fuzzing at scale (issue 11): unhandled exceptions, worst time and memory per file.
+"""Decoder fuzzing at scale: unhandled exceptions, worst time and memory per file.
 
     python benchmarks/fuzz_decoders.py [--cases 2000] [--seed 0] [--failures DIR] [--no-limits] [--repeats 3]
                                        [--json FILE]
@@ -176,7 +176,7 @@ def _report_failure(case: FuzzCase, exc: Exception, failures_dir: Path, k: int) 
     failures_dir.mkdir(parents=True, exist_ok=True)
     path = failures_dir / f"case{k:04d}{Path(case.name).suffix or '.bin'}"
     path.write_bytes(case.data)
-    repro = (f"{sys.executable} -c \"import sys; sys.path.insert(0, '{ROOT}'); from image_io import load_image; "
+    repro = (f"{sys.executable} -c \"import sys; sys.path.insert(0, '{ROOT}'); from imaging.image_io import load_image; "
              f"load_image(open('{path}', 'rb').read(), '{case.name}')\"")
     msg = str(exc).splitlines()[0] if str(exc) else ""
     sys.stdout.write(f"UNHANDLED {type(exc).__name__}: {msg}\n  recipe: {case.recipe}\n  reproduce: {repro}\n")

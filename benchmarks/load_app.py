@@ -1,4 +1,4 @@
-"""Load test of the real server (issue 11): concurrent browser sessions against `streamlit run app.py`.
+"""Load test of the real server: concurrent browser sessions against `streamlit run app.py`.
 
     python benchmarks/load_app.py [--sessions 8] [--files 3] [--data DIR] [--json FILE] [--artifacts DIR]
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from findings import FindingRule
+from inference.findings import FindingRule
 
 log = logging.getLogger("evaluate")
 

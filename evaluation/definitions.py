@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: Thresholds tried by --choose-threshold: 0.05, 0.10, ..., 0.95, then 0.97, 0.98, 0.99. The top
 #: steps are finer because the native-scale models are confident: on valid their best F1 sat at
-#: the old top, 0.95 (issue 9).
+#: the old top, 0.95.
 SWEEP: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.97, 0.98, 0.99)
 #: IoU levels for box AP / recall; the criterion uses the looser one.
 AP_IOUS: tuple[float, ...] = (0.5, 0.25)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cli_common import UsageError
+from cli.common import UsageError
 from evaluation.cases import Case, run_inference, select_records, settings_of
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS
 from evaluation.scoring import json_safe, score_cases
@@ -43,23 +43,20 @@ class Evaluation:
     curves: dict
 
 
-def evaluate(
-    predictor,
-    atlas,
-    split: str,
-    threshold: float,
-    *,
-    model_name: str | None = None,
-    threshold_source: str = "given",
-    model_sha256: str | None = None,
-    model_file: str | None = None,
-    limit: int | None = None,
-    choose: bool = False,
-    batch_size: int = 8,
-    progress: bool = True,
-    command: str | None = None,
-    calibration: dict | None = None,
-) -> Evaluation:
+def _reliability(rows: list[dict], calibration: dict, split: str) -> dict | None:
+    """The manifest calibration's reliability on this split's per-image scores (None without both classes)."""
+    from inference.calibration import reliability_report
+
+    if len({r["fractured"] for r in rows}) != 2:
+        return None
+    return reliability_report([r["fracture_score"] for r in rows], [int(r["fractured"]) for r in rows],
+                              calibration, split=split, in_sample=calibration.get("fitted_on") == split)
+
+
+def evaluate(predictor, atlas, split: str, threshold: float, *, model_name: str | None = None,
+             threshold_source: str = "given", model_sha256: str | None = None, model_file: str | None = None,
+             limit: int | None = None, choose: bool = False, batch_size: int = 8, progress: bool = True,
+             command: str | None = None, calibration: dict | None = None) -> Evaluation:
     """Evaluate one model (behind a ``prediction.Predictor``) on ``split``; no files written.
 
     ``choose=True`` (valid only) sweeps ``SWEEP`` on the cached probability maps and
@@ -82,14 +79,7 @@ def evaluate(
 
     scored = score_cases(cases, threshold)
     curves = scored.pop("_curves")
-    reliability = None
-    if calibration and not choose:
-        from calibration import reliability_report
-
-        rows = scored["per_image"]
-        if len({r["fractured"] for r in rows}) == 2:
-            reliability = reliability_report([r["fracture_score"] for r in rows], [int(r["fractured"]) for r in rows],
-                                             calibration, split=split, in_sample=calibration.get("fitted_on") == split)
+    reliability = _reliability(scored["per_image"], calibration, split) if calibration and not choose else None
     scored["counts"]["skipped_unreadable"] = len(skipped)
     scored["counts"]["skipped_files"] = skipped
     total = time.perf_counter() - t0
@@ -110,11 +100,7 @@ def evaluate(
         **scored,
         "calibration": reliability,
         "threshold_choice": choice,
-        "timing": {
-            "inference_s": t_infer,
-            "total_s": total,
-            "images_per_s": len(cases) / t_infer if t_infer > 0 else float("nan"),
-        },
+        "timing": {"inference_s": t_infer, "total_s": total, "images_per_s": len(cases) / t_infer if t_infer > 0 else float("nan")},
         "definitions": DEFINITIONS,
     }
     report = {k: report[k] for k in REPORT_KEYS}  # fixed key order, and fails loudly if one is missing

@@ -11,7 +11,7 @@ import numpy as np
 
 from evaluation.cases import Case
 from evaluation.definitions import AP_IOUS, CRITERION_IOU, TOPK_HIT
-from metrics import (
+from evaluation.metrics import (
     average_precision,
     dice_score,
     f1_from_counts,
@@ -125,7 +125,7 @@ def _per_image(cases: list[Case], threshold: float) -> tuple[list[dict], dict]:
 
 def _coco(cases: list[Case], threshold: float) -> dict:
     """Box and mask AP from pycocotools' COCOeval on the fractured images only (as published detector figures)."""
-    from coco_metrics import CocoImage, coco_ap
+    from evaluation.coco import CocoImage, coco_ap
 
     images = []
     for c in cases:

@@ -12,9 +12,9 @@ from tqdm import tqdm
 from evaluation.cases import Case
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, SWEEP
 from evaluation.scoring import findings_f1, json_safe
-from findings import IMAGE_SCORES
 from important_variables import CONFIG
-from model_manifest import update_entry
+from inference.findings import IMAGE_SCORES
+from inference.manifest import update_entry
 
 #: Borderline margins tried on valid: 0.05 ... 0.30.
 MARGINS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 7))
@@ -59,7 +59,7 @@ def choose_margin(cases: list[Case], threshold: float, max_negative_share: float
 
 def choose_image_score(cases: list[Case], threshold: float) -> dict:
     """The image-level score (at ``threshold``) with the highest ROC-AUC on these cases, and every candidate's AUC."""
-    from metrics import roc_auc
+    from evaluation.metrics import roc_auc
 
     labels = np.array([c.fractured for c in cases], bool)
     scores = [c.at(threshold).image_scores() for c in cases]
@@ -70,7 +70,7 @@ def choose_image_score(cases: list[Case], threshold: float) -> dict:
 
 def fit_score_calibration(cases: list[Case], score_name: str, threshold: float, split: str = "valid") -> dict | None:
     """Isotonic calibration of ``score_name`` (at ``threshold``) → P(fracture) on these cases (None with one class only)."""
-    from calibration import fit_calibration
+    from inference.calibration import fit_calibration
 
     labels = [int(c.fractured) for c in cases]
     if len(set(labels)) < 2:

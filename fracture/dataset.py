@@ -89,7 +89,7 @@ class Record:
         equal the stored sizes, while 2 fractured files carry EXIF orientation 3 and 8),
         so masks only line up with the unrotated pixels.
         """
-        from image_io import read_image_file
+        from imaging.image_io import read_image_file
 
         return read_image_file(self.path, exif_orientation=False).pixels
 

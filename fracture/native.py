@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from fracture.dataset import FracAtlas, Record
-from image_io import ImageLoadError, native_scale, to_model_gray, to_native_gray
+from imaging.image_io import ImageLoadError, native_scale, to_model_gray, to_native_gray
 from important_variables import CONFIG
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ FRACTURE_EDGE_PX = 24
 
 @dataclass(frozen=True)
 class CropAugment:
-    """Augmentation of a training crop (values from the recipe in issue 9: flips, ±12°)."""
+    """Augmentation of a training crop (the recipe's values: flips, ±12°)."""
 
     max_rotation_deg: float = 12.0
     scale_range: tuple[float, float] = (0.9, 1.1)
@@ -202,7 +202,7 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
 
 
 class CropSampler:
-    """Training batches of a split: the 50/50 sampler of issue 9, one batch per call.
+    """Training batches of a split: the 50/50 sampler of the recipe, one batch per call.
 
     A sample is a fracture-holding crop of a random fractured image with probability
     ``fractured_share``, else a random crop of a random negative image. Stateless per

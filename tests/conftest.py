@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from important_variables import CONFIG, is_fracatlas_dir, resolve_data_dir  # noqa: E402
+from important_variables import CONFIG, is_fracatlas_dir, resolve_data_dir
 
 
 def _require(what: str, reason: str):

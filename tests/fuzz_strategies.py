@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import strategies as st
 
-from image_checks import PIXEL_DTYPES, ImageLoadError
+from imaging.checks import PIXEL_DTYPES, ImageLoadError
 from important_variables import CONFIG, is_fracatlas_dir, resolve_data_dir
 
 #: Largest pixel payload the DICOM strategy writes ("exact length" cases above it get a random length).
@@ -68,10 +68,10 @@ def check_case(case: FuzzCase) -> str:
     Allowed outcomes: an ImageLoadError whose message is one line starting with the
     file name, or pixels that pass the decoder contract (2-D or (H, W, 3), uint8 or
     uint16, within the size limits) and go through the model's preprocessing (the step
-    that failed in issue 11) to finite float32 inputs in [0, 1]: (256, 256, 3) for the
+    that once failed) to finite float32 inputs in [0, 1]: (256, 256, 3) for the
     fixed-size models, (h, w) at the training scale for the native-scale ones.
     """
-    from image_io import load_image
+    from imaging.image_io import load_image
     from prediction import native_input, preprocess
 
     try:
@@ -481,7 +481,7 @@ def dicom_files(draw) -> FuzzCase:
         exact_base = _expected_bytes(base["rows"], base["cols"], base["spp"], base["ba"], base["frames"])
         length_kind = draw(st.sampled_from(["exact"] * 5 + ["exact before changes", "exact+1", "exact-1", "random", "empty"]
                                            + ["whole extra frames", "other geometry"] * 2))
-        if length_kind == "other geometry":  # Rows/Columns disagree with the pixel data (issue 11)
+        if length_kind == "other geometry":  # Rows/Columns disagree with the pixel data
             r2, c2 = draw(st.integers(1, 128)), draw(st.integers(1, 128))
             length = _expected_bytes(r2, c2, h["spp"], h["ba"], h["frames"])
         elif length_kind == "whole extra frames":  # pydicom would cut these into extra frames

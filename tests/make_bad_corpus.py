@@ -1,4 +1,4 @@
-"""Generate the bad-input corpus of issue 6 (nothing in it is stored in git).
+"""Generate the bad-input corpus (nothing in it is stored in git).
 
 ``build_corpus(directory)`` writes every file and returns one :class:`Case` per
 file: what must happen when it is loaded ("ok" or "error") and a substring that

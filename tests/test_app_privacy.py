@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the app while watching the file system
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""Issue 10 in the app (AppTest): the three result states, the calibrated likelihood, state that
+"""Readings in the app (AppTest): the three result states, the calibrated likelihood, state that
 lasts across pages, per-model thresholds, the compare view, the DICOM export and the loading progress.
 
 These tests replace the model loader with a stand-in whose probability map is known (a
@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 from important_variables import CONFIG, MODEL_LABELS
+
+pytestmark = pytest.mark.slow  # runs the app (AppTest)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -45,7 +47,7 @@ class StubPredictor:
 def stub_models(monkeypatch):
     import streamlit as st
 
-    import page_dashboard
+    from ui import page_dashboard
 
     monkeypatch.setattr(page_dashboard, "load_predictor", lambda name: StubPredictor(name))
     st.cache_resource.clear()
@@ -56,8 +58,8 @@ def stub_models(monkeypatch):
 @pytest.fixture
 def manifest_dir(tmp_path, monkeypatch):
     """A Saved_model copy (manifest + metrics) in a temp dir that the pages read instead of the shipped one."""
-    import model_manifest
-    import page_models
+    from inference import manifest as manifest_module
+    from ui import page_models
 
     d = tmp_path / "Saved_model"
     d.mkdir()
@@ -71,7 +73,7 @@ def manifest_dir(tmp_path, monkeypatch):
         for key in ("borderline_margin", "borderline_criterion", "calibration", "image_score", "findings", "inference"):
             entry.pop(key, None)
     config = replace(CONFIG, saved_model_dir=d)
-    for module in (model_manifest, page_models):
+    for module in (manifest_module, page_models):
         monkeypatch.setattr(module, "CONFIG", config)
 
     def write(**per_model):
@@ -145,7 +147,7 @@ def test_three_states_finding_borderline_and_neutral_no_finding(stub_models, man
     at.slider(key="threshold_unet").set_value(0.9).run()  # 0.75 < 0.90 - 0.10: no finding, shown neutrally
     assert not at.warning and not badges(at) and not at.success  # nothing green
     assert len(no_findings(at)) == 1 and "No finding at threshold 0.90 (highest score anywhere 0.750)" in no_findings(at)[0]
-    # Beside the neutral reading: how often this threshold stayed silent on a fractured validation X-ray.
+    # Beside the neutral reading: how often this threshold left a fractured validation X-ray unmarked.
     assert "At 0.90 this model left 45% of the fractured validation X-rays without any finding" in everything(at)
     assert "No fracture found" not in everything(at) and "clean" not in everything(at).lower()
     manifest_dir(unet={"operating_points": None})
@@ -159,7 +161,7 @@ def test_borderline_spot_is_marked_on_the_overlay(stub_models, manifest_dir):
     at = upload(dashboard(), ("synthetic.png", png_bytes()))
     key = next(iter(at.session_state["_analyses"]))
     result = at.session_state["_analyses"][key]["results"]["unet"]
-    from result_ui import render_ui
+    from ui.result_ui import render_ui
 
     entry = at.session_state["_analyses"][key]
     settings = type("S", (), {"opacity": 0.35, "show_heatmap": False, "window": (0.5, 1.0), "style": "filled"})()
@@ -219,7 +221,7 @@ def test_models_page_reliability_diagram_with_and_without_calibration(stub_model
     assert row["Simple encoder-decoder"] == "not calibrated"
     ece = float(row["U-Net"])
     # The same number, computed here from the metrics' per-image scores.
-    from calibration import apply_calibration, expected_calibration_error
+    from inference.calibration import apply_calibration, expected_calibration_error
 
     per_image = json.loads(CONFIG.metrics_path("unet").read_text())["per_image"]
     # The score the manifest names (max_prob); the metrics' fracture_score is the shipped model's chosen one.
@@ -306,7 +308,7 @@ def test_loading_progress_is_shown_while_the_model_loads(monkeypatch):
 
     import streamlit as st
 
-    import page_dashboard
+    from ui import page_dashboard
 
     uploading = threading.Event()
 
@@ -358,7 +360,7 @@ def test_new_uploads_appear_on_top_and_earlier_ones_can_be_removed_one_by_one(st
     assert "as well" not in everything(at)
     listed = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith(":material/draft:")]
     assert listed == [":material/draft: second.png", ":material/draft: first.png"]
-    from app_support import content_hash
+    from ui.support import content_hash
 
     at.button(key=f"forget_{content_hash(png_bytes(300))[:16]}").click().run()
     assert not at.exception and subheaders(at) == ["second.png"]
@@ -377,7 +379,7 @@ class FeaturePredictor(StubPredictor):
 
     def __init__(self, name: str):
         super().__init__(name)
-        from ood import fit_ood
+        from inference.ood import fit_ood
 
         rng = np.random.default_rng(0)
         near = np.abs(rng.normal(1.0, 0.05, (40, 6)))
@@ -393,7 +395,7 @@ class FeaturePredictor(StubPredictor):
 def test_unlike_the_training_images_is_a_warning_that_hides_nothing(monkeypatch, manifest_dir):
     import streamlit as st
 
-    import page_dashboard
+    from ui import page_dashboard
 
     monkeypatch.setattr(page_dashboard, "load_predictor", lambda name: FeaturePredictor(name))
     st.cache_resource.clear()
@@ -412,12 +414,12 @@ def test_unlike_the_training_images_is_a_warning_that_hides_nothing(monkeypatch,
 
 # --------------------------------------------------------------------------- app JSON = predict.py JSON
 def test_app_findings_json_has_the_keys_of_predict_py(stub_models, manifest_dir, monkeypatch, tmp_path):
-    import app_support
     import predict
+    from ui import support
 
     records = []
-    original = app_support.findings_json
-    monkeypatch.setattr(app_support, "findings_json", lambda rec: records.append(rec) or original(rec))
+    original = support.findings_json
+    monkeypatch.setattr(support, "findings_json", lambda rec: records.append(rec) or original(rec))
     manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1})
     at = upload(dashboard(), ("synthetic.png", png_bytes()))
     at.radio(key="model").set_value("unet").run()

@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 
-import app_support as sup
-from rendering import encode_png
+from imaging.rendering import encode_png
+from ui import support as sup
 
 
 def test_escape_markdown_makes_names_inert():
@@ -58,7 +58,7 @@ def test_findings_json_is_utf8_json():
 
 
 def test_read_metrics_absent_or_broken(tmp_path):
-    from model_card import read_metrics
+    from inference.model_card import read_metrics
 
     assert read_metrics(tmp_path / "missing.json") is None
     bad = tmp_path / "bad.json"
@@ -67,7 +67,7 @@ def test_read_metrics_absent_or_broken(tmp_path):
 
 
 def test_the_findings_table_says_what_its_score_is():
-    from findings import FindingRule
+    from inference.findings import FindingRule
 
     assert "mean fracture score" in sup.finding_score_caption(FindingRule(score="mean"))
     assert "highest fracture score" in sup.finding_score_caption(FindingRule())

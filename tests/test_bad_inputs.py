@@ -1,4 +1,4 @@
-"""Issue 6 §1: the generated bad-input corpus through image_io.load_image and predict.py."""
+"""The generated bad-input corpus through imaging.image_io.load_image and predict.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_io import ImageLoadError, load_image, read_image_file
+from imaging.image_io import ImageLoadError, load_image, read_image_file
 from tests.make_bad_corpus import build_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_bomb_refused_before_decoding(corpus, monkeypatch):
 
 
 def test_colour_modes_give_the_right_grey(corpus):
-    from image_io import to_model_gray
+    from imaging.image_io import to_model_gray
     from tests.make_bad_corpus import _gradient, grey16
 
     d, _ = corpus
@@ -136,6 +136,7 @@ def test_real_truncated_fracatlas_jpegs(data_dir):
     assert "IMG0004028.jpg" in refused
 
 
+@pytest.mark.slow
 def test_predict_cli_on_corpus(corpus, real_xray_paths, tmp_path):
     """predict.py: an error object per bad file, the good ones processed, exit code 1."""
     d, cases = corpus

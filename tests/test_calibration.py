@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from calibration import (
+from inference.calibration import (
     apply_calibration,
     expected_calibration_error,
     fit_calibration,
@@ -138,7 +138,7 @@ def test_reliability_plot_draws_and_saves():
 
 
 def test_fit_from_reports_uses_the_named_score_and_checks_on_test():
-    from calibration import fit_from_reports, scores_and_labels
+    from inference.calibration import fit_from_reports, scores_and_labels
 
     rng = np.random.default_rng(3)
 
@@ -161,7 +161,7 @@ def test_fit_from_reports_uses_the_named_score_and_checks_on_test():
 
 
 def test_scores_from_the_evaluations_image_scores_field():
-    from calibration import scores_and_labels
+    from inference.calibration import scores_and_labels
 
     per_image = [  # the evaluation's schema: fracture_score is the chosen score, image_scores has all of them
         {"fractured": True, "fracture_score": 0.4, "image_scores": {"max_prob": 0.9, "topk_mean": 0.4}},

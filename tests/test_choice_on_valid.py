@@ -14,7 +14,9 @@ from evaluation.thresholds import (
     fit_score_calibration,
     operating_points,
 )
-from results import PredictionResult
+from inference.results import PredictionResult
+
+pytestmark = pytest.mark.slow  # runs evaluations on valid
 
 
 def _case(fractured: bool, peak: float) -> Case:

@@ -1,4 +1,4 @@
-"""Issue 10 §1 and §12 on the command line: every option documented with its default, predict.py's
+"""Readings on the command line: every option documented with its default, predict.py's
 "status" and summary lines, and evaluate.py changing the manifest only with --write-manifest."""
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def test_every_option_has_help_that_shows_its_default(cli):
 # --------------------------------------------------------------------------- predict.py
 def test_predict_json_has_status_and_stdout_one_line_per_file(tmp_path, real_xray_paths, capsys):
     import predict
-    from model_manifest import model_entry
-    from result_status import BORDERLINE, FINDING, NO_FINDING, STATUSES, borderline_margin
+    from inference.manifest import model_entry
+    from inference.reading import BORDERLINE, FINDING, NO_FINDING, STATUSES, borderline_margin
 
     files = [str(p) for p in real_xray_paths[:2]] + [str(tmp_path / "broken.jpg")]
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")

@@ -1,13 +1,16 @@
-"""Issue 6 §2: one shared Predictor used by 8 threads at once gives the serial results."""
+"""One shared Predictor used by 8 threads at once gives the serial results."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
-from image_io import read_image_file
+from imaging.image_io import read_image_file
 from prediction import predict_image
+
+pytestmark = pytest.mark.slow  # 8 threads x 25 full predictions
 
 THREADS, PER_THREAD = 8, 25
 

@@ -51,13 +51,14 @@ def test_mask_rasterises_polygons_inside_their_box(atlas):
 
 
 def test_truncated_jpegs_are_skipped_with_a_message(atlas):
-    from image_io import ImageLoadError, read_image_file
+    from imaging.image_io import ImageLoadError, read_image_file
 
     truncated = atlas.root / "images" / "Non_fractured" / "IMG0004028.jpg"
     with pytest.raises(ImageLoadError, match="IMG0004028.jpg: truncated"):
         read_image_file(truncated)
 
 
+@pytest.mark.slow
 def test_native_splits_skip_all_59_truncated_files(atlas):
     from fracture.native import load_native_split
 
@@ -104,7 +105,7 @@ def test_corrupt_annotation_entries_are_skipped_and_named(data_dir, tmp_path, ca
 def test_exif_rotated_data_set_images_keep_the_annotated_pixel_grid(atlas):
     """IMG0002628.jpg carries EXIF orientation 8 (a 90° turn): its annotation is on the
     stored 373x454 grid, so the data set reader must not rotate it (users' uploads are)."""
-    from image_io import read_image_file
+    from imaging.image_io import read_image_file
 
     rec = atlas.record("IMG0002628.jpg")
     assert rec.load_pixels().shape[:2] == (rec.height, rec.width) == (454, 373)

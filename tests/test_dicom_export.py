@@ -10,7 +10,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from dicom_export import DicomExportError, is_dicom, secondary_capture
+from imaging.dicom_export import DicomExportError, is_dicom, secondary_capture
 
 
 def source_dicom(rows: int = 8, cols: int = 6, **extra) -> bytes:

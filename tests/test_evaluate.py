@@ -22,6 +22,8 @@ from fracture.dataset import Instance, Record
 from important_variables import CONFIG
 from prediction import PredictionResult, find_findings
 
+pytestmark = pytest.mark.slow  # runs evaluations end to end
+
 # Every top-level field and every section field a report must have (written out here,
 # not taken from evaluate.REPORT_KEYS, so that dropping one from the code fails).
 TOP_FIELDS = {
@@ -154,7 +156,7 @@ def test_validator_scores_exactly_like_evaluate(atlas, predictor_factory):
     assert got["counts"]["fractured_images"] == ev.report["counts"]["fractured_images"] >= 1
     # Given the model's manifest entry, a Keras model is run as evaluate.py runs the shipped one:
     # the entry's finding rule and image score, not the Predictor defaults.
-    from model_manifest import ModelEntry
+    from inference.manifest import ModelEntry
     from prediction import predictor_for
 
     entry = ModelEntry("encoder_decoder", {"findings": {"low_ratio": 0.5, "score": "mean"}, "image_score": "topk_mean"})

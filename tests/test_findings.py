@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from coco_metrics import CocoImage, coco_ap
-from findings import FindingRule, image_scores, regions, topk_mean
+from evaluation.coco import CocoImage, coco_ap
+from inference.findings import FindingRule, image_scores, regions, topk_mean
 
 
 def _two_fragments():

@@ -1,4 +1,4 @@
-"""Issue 11: every decoder output is a valid image or an ImageLoadError, never another exception.
+"""Every decoder output is a valid image or an ImageLoadError, never another exception.
 
 Property tests (Hypothesis) over ``image_io.load_image`` with the strategies of
 ``tests/fuzz_strategies.py`` (shared with ``benchmarks/fuzz_decoders.py``, which runs
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from PIL import Image
 
-from image_checks import ImageLoadError, check_pixels
-from image_io import load_image
+from imaging.checks import ImageLoadError, check_pixels
+from imaging.image_io import load_image
 from important_variables import CONFIG
 from tests.fuzz_strategies import FuzzCase, arbitrary_files, check_case, dicom_files, mutated_files, seed_files
 
@@ -42,18 +42,21 @@ def _check(case: FuzzCase) -> None:
     check_case(case)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=150)
 @given(arbitrary_files())
 def test_arbitrary_bytes(case):
     _check(case)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=250)
 @given(mutated_files())
 def test_mutated_real_files(case):
     _check(case)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=300)
 @given(dicom_files())
 def test_dicom_header_and_pixel_data(case):
@@ -66,7 +69,7 @@ def test_every_seed_file_decodes():
         assert check_case(FuzzCase(name, data, "seed")) == "ok", name
 
 
-# --------------------------------------------------------------------------- the bug of issue 11
+# --------------------------------------------------------------------------- a DICOM whose header and pixel data disagree
 def _dicom_rows_columns_disagree(rows: int = 16, cols: int = 16, data_side: int = 64) -> bytes:
     """A 16-bit DICOM that says rows x cols but holds a data_side x data_side image."""
     from tests.fuzz_strategies import dicom_bytes
@@ -107,6 +110,7 @@ def test_genuine_multiframe_gives_first_frame_with_note():
     assert loaded.pixels[:, :12].min() == 255 and loaded.pixels[:, 12:].max() == 0  # frame 0 only
 
 
+@pytest.mark.slow
 def test_predict_cli_bad_dicom_next_to_a_valid_file(tmp_path):
     """predict.py: the valid file gets its result, the bad DICOM a one-line error, JSON written, exit 1."""
     bad = tmp_path / "mismatch.dcm"
@@ -151,9 +155,9 @@ def test_check_pixels_refuses(pixels, needle):
 
 
 def test_check_pixels_refuses_too_many_pixels(monkeypatch):
-    import image_checks
+    from imaging import checks
 
-    monkeypatch.setattr(image_checks, "CONFIG", type("C", (), {"min_image_side": 16, "max_image_pixels": 1000})())
+    monkeypatch.setattr(checks, "CONFIG", type("C", (), {"min_image_side": 16, "max_image_pixels": 1000})())
     with pytest.raises(ImageLoadError, match="over the limit of 1,000 pixels"):
         check_pixels(np.zeros((40, 40), np.uint8), "big.png")
 
@@ -202,7 +206,7 @@ def test_dicom_unusable_window_ignored_with_note(center, width):
 
 
 def test_file_over_the_upload_limit_refused_before_reading(tmp_path, monkeypatch):
-    from image_io import read_image_file
+    from imaging.image_io import read_image_file
 
     big = tmp_path / "big.png"
     with open(big, "wb") as fh:
@@ -212,10 +216,13 @@ def test_file_over_the_upload_limit_refused_before_reading(tmp_path, monkeypatch
         read_image_file(big)
 
 
-# --------------------------------------------------------------------------- import rules (issue 12, item 5)
+# --------------------------------------------------------------------------- import rules
+PACKAGES = ("cli", "evaluation", "fracture", "imaging", "inference", "training", "ui")
+
+
 def _project_modules() -> dict[str, Path]:
-    files = [p for p in ROOT.glob("*.py")] + list((ROOT / "fracture").glob("*.py"))
-    return {(f"fracture.{p.stem}" if p.parent.name == "fracture" else p.stem): p for p in files}
+    files = list(ROOT.glob("*.py")) + [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in files}
 
 
 def test_no_module_imports_another_modules_private_names():

@@ -1,4 +1,4 @@
-"""The load test of the real server (issue 11), small: 2 concurrent browser sessions.
+"""The load test of the real server, small: 2 concurrent browser sessions.
 
 Runs ``benchmarks/load_app.py``'s own code: `streamlit run app.py`, two Playwright
 contexts in Debian's Chromium, each uploading 3 FracAtlas X-rays and switching model;
@@ -17,6 +17,8 @@ import pytest
 
 from benchmarks import load_app
 from important_variables import MODEL_NAMES
+
+pytestmark = pytest.mark.slow  # starts the real server
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS, FILES = 2, 3

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from metrics import (
+from evaluation.metrics import (
     average_precision,
     box_iou,
     dice_score,

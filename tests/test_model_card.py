@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_card import (
+from inference.model_card import (
     ECE_LABEL,
     miss_note,
     miss_notes_by_source,
@@ -131,7 +131,7 @@ def test_miss_notes_by_source_from_the_operating_points():
 
 
 def test_public_text_drops_machine_paths_and_keeps_the_repositorys():
-    text = ("python train.py --init-from .devinit/unet.weights.h5 --data /home/someone/data/FracAtlas "
+    text = ("python train.py --init-from .scratch/unet.weights.h5 --data /home/someone/data/FracAtlas "
             "--checkpoint-dir checkpoints/gpu/phase1 (7 min, checkpoints/gpu/phase1/half_unet)")
     assert public_text(text) == ("python train.py --init-from unet.weights.h5 --data FracAtlas "
                                  "--checkpoint-dir checkpoints/gpu/phase1 (7 min, checkpoints/gpu/phase1/half_unet)")
@@ -141,14 +141,14 @@ def test_training_facts_in_words_without_internal_keys_or_paths():
     entry = {"params": 1941122, "epochs": 4, "samples_seen": 76800, "training_minutes": 3.4, "threshold": 0.9,
              "threshold_source": "chosen on valid by evaluate.py --choose-threshold (findings_f1_iou25)",
              "borderline_margin": 0.0, "image_score": "topk_mean",
-             "training_command": "python train.py --model unet --init-from /abs/dir/.devinit/unet.weights.h5 --epochs 500"}
+             "training_command": "python train.py --model unet --init-from /abs/dir/.scratch/unet.weights.h5 --epochs 500"}
     facts = dict(training_facts(entry))
     assert facts["Parameters"] == "1,941,122" and facts["Minutes of the last run"] == "3.4"
     assert facts["Epochs of the last run (up to the shipped snapshot)"] == "4"
     assert facts["Started from"] == "earlier weights of the same model (unet.weights.h5)"  # not "from scratch"
     assert facts["Borderline band below the threshold"] == "none (no borderline state)"
     text = " ".join(facts.values())
-    for internal in ("topk_mean", "findings_f1_iou25", "params", "/abs", ".devinit", "evaluated now"):
+    for internal in ("topk_mean", "findings_f1_iou25", "params", "/abs", ".scratch", "evaluated now"):
         assert internal not in text
     assert dict(training_facts({}))["Started from"] == "–"
     assert dict(training_facts({"training_command": "python train.py --model unet"}))["Started from"] == "random weights"

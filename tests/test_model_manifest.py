@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import model_manifest as mm
 from important_variables import CONFIG
+from inference import manifest as mm
 
 
 def _write(path, models):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model_pool import FAILED, LOADING, READY, ModelPool
+from ui.model_pool import FAILED, LOADING, READY, ModelPool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,9 @@ def test_state_failed_before_get():
     assert pool.state("m") == FAILED
 
 
+@pytest.mark.slow
 def test_tensorflow_import_prints_no_start_up_lines():
-    code = ("import sys, quiet_tf; quiet_tf.import_tensorflow(); import keras; "
+    code = ("import sys; from cli import quiet_tf; quiet_tf.import_tensorflow(); import keras; "
             "sys.stderr.write('kept line\\n')")
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -69,7 +70,7 @@ def test_tensorflow_import_prints_no_start_up_lines():
 
 
 def test_noise_filter_keeps_other_lines():
-    from quiet_tf import NOISE
+    from cli.quiet_tf import NOISE
 
     assert NOISE.search(b"I0000 port.cc:153] oneDNN custom operations are on. You may see")
     assert not NOISE.search(b"Traceback (most recent call last):")

@@ -91,8 +91,9 @@ def test_no_lambda_layers():
         assert not any(type(layer).__name__ == "Lambda" for layer in build_model(name).layers)
 
 
+@pytest.mark.slow
 def test_saved_model_with_custom_loss_loads_in_a_fresh_process(tmp_path):
-    from train import compile_model
+    from training.recipe import compile_model
 
     m = compile_model(build_encoder_decoder(), 1e-3)
     path = tmp_path / "m.keras"
@@ -127,6 +128,7 @@ def test_shipped_models_match_manifest_and_load(name, shipped_model_path):
     assert m.output_shape == (None, 256, 256, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_shipped_models_load_in_fresh_process_with_plain_keras(name, shipped_model_path):
     """`keras.saving.load_model(path)` with safe_mode and no custom_objects, compile included; the seed's

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from important_variables import CONFIG
-from ood import OodCheck, OodReading, alarm_rate, fit_ood
+from inference.ood import OodCheck, OodReading, alarm_rate, fit_ood
 
 C = 16
 
@@ -65,7 +65,7 @@ def test_fit_refuses_bad_input():
 # --------------------------------------------------------------------------- the model's features
 def test_feature_layer_rule_on_the_shipped_architectures():
     from create_segmentation_model import build_encoder_decoder, build_unet
-    from model_features import deepest_feature_layer
+    from inference.features import deepest_feature_layer
 
     for build in (build_unet, build_encoder_decoder):
         assert deepest_feature_layer(build()) == "bottleneck_conv2"  # fixed 256x256 input: static shapes
@@ -76,7 +76,7 @@ def test_feature_layer_rule_skips_fixed_size_branches_and_names_errors():
     import keras
     from keras import layers
 
-    from model_features import deepest_feature_layer, with_features
+    from inference.features import deepest_feature_layer, with_features
 
     x_in = keras.Input((None, None, 3))
     x = layers.Conv2D(4, 3, strides=2, padding="same", name="down1")(x_in)
@@ -95,7 +95,7 @@ def test_feature_layer_rule_skips_fixed_size_branches_and_names_errors():
 
 
 def test_pooled_features_leave_the_padding_out():
-    from model_features import pooled_features
+    from inference.features import pooled_features
 
     fmap = np.zeros((4, 6, 2), np.float32)
     fmap[:3, :5] = 1.0  # the image's cells; the rest is padding
@@ -148,7 +148,7 @@ def test_features_come_out_of_the_inference_loop_without_changing_the_maps(shape
 
 # --------------------------------------------------------------------------- tools/fit_ood.py
 def test_fit_ood_tool_writes_the_check_into_any_models_entry(tmp_path, data_dir, capsys):
-    from model_manifest import model_entry, read_manifest, sha256_file, write_manifest
+    from inference.manifest import model_entry, read_manifest, sha256_file, write_manifest
     from prediction import predictor_for
 
     sys.path.insert(0, str(CONFIG.repo_root / "tools"))

@@ -1,4 +1,4 @@
-"""Issue 10 §7 on the drawing side: heatmap transparency and legend, outline-only marking, the review box."""
+"""The drawing side of a result: heatmap transparency and legend, outline-only marking, the review box."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5 + 6 §4: the batch CLI predict.py (in-process via main(), plus one real process)."""
+"""The batch CLI predict.py (in-process via main(), plus one real process)."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_output_stems_disambiguate():
 
 
 def test_a_file_failing_in_the_model_costs_only_that_file(tmp_path):
-    """Issue 11: an exception while handling one file (here: in the forward pass) becomes that
+    """An exception while handling one file (here: in the forward pass) becomes that
     file's one-line error; the other files get their results and their PNGs."""
     import cv2
     import numpy as np
@@ -178,7 +178,7 @@ def test_borderline_review_box_is_drawn_in_the_png_and_given_in_the_json(tmp_pat
     """The app's dashed review box, in predict.py's annotated PNG, and its spot in the JSON."""
     import numpy as np
 
-    from rendering import REVIEW_COLOR
+    from imaging.rendering import REVIEW_COLOR
 
     img = tmp_path / "near.png"
     cv2.imwrite(str(img), np.full((300, 300), 90, np.uint8))

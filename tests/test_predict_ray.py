@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import batch_ray
 import predict
-from model_manifest import ModelEntry, ModelIntegrityError, sha256_file
+from cli import batch_ray
+from inference.manifest import ModelEntry, ModelIntegrityError, sha256_file
+
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
 
 N_GOOD = 6  # the real X-rays of the conftest's real_xray_paths
 
@@ -127,7 +129,7 @@ def test_second_run_skips_finished_files(both_engines, archive, tmp_path):
 
 def test_probability_maps_match_the_local_engine(local_ray, real_xray_paths):
     """Through two actors (blocks of two files), each map equals the local engine's."""
-    from image_io import read_image_file
+    from imaging.image_io import read_image_file
     from prediction import Source, iter_predictions
 
     files = real_xray_paths[:N_GOOD]

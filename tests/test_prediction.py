@@ -1,11 +1,11 @@
-"""Issue 5: the compiled forward pass, findings and the one-image path."""
+"""The compiled forward pass, findings and the one-image path."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from image_io import read_image_file
+from imaging.image_io import read_image_file
 from important_variables import CONFIG
 from prediction import (
     PredictionResult,
@@ -45,6 +45,7 @@ def test_compiled_forward_matches_model_predict(name, predictor_factory, real_xr
     np.testing.assert_allclose(single, ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_xla_option_matches_too(predictor_factory, real_xray_paths):
     pred = predictor_factory("unet")
     xla = Predictor(pred.model, "unet", jit_compile=True)
@@ -144,7 +145,7 @@ def test_mask_and_overlay_show_only_findings_not_specks():
 
 # --------------------------------------------------------------------------- the one loop
 def test_loop_turns_any_per_file_exception_into_that_files_error_and_keeps_order():
-    from image_io import ImageLoadError
+    from imaging.image_io import ImageLoadError
     from prediction import Source, iter_predictions
 
     good = np.zeros((64, 80), np.uint8)
@@ -175,7 +176,7 @@ def test_loop_turns_any_per_file_exception_into_that_files_error_and_keeps_order
 def test_components_run_once_per_result(monkeypatch):
     import cv2
 
-    import results
+    from inference import results
 
     prob = np.zeros((60, 60), np.float32)
     prob[10:30, 10:30] = 0.9

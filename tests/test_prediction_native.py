@@ -1,13 +1,13 @@
-"""Whole-image prediction at native scale (issue 9): twin model, padding, TTA, manifest-driven predictor."""
+"""Whole-image prediction at native scale: twin model, padding, TTA, manifest-driven predictor."""
 
 import numpy as np
 import pytest
 
 from create_segmentation_model import build_model, variable_size_twin
-from findings import FindingRule
-from image_io import native_scale, pad_to_multiple, to_native_gray
+from imaging.image_io import native_scale, pad_to_multiple, to_native_gray
 from important_variables import CONFIG
-from model_manifest import ModelEntry
+from inference.findings import FindingRule
+from inference.manifest import ModelEntry
 from prediction import Predictor, native_input, predict_images, predictor_for
 
 

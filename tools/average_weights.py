@@ -33,11 +33,11 @@ def main(argv=None) -> int:
     p.add_argument("--coef", type=float, nargs="+", help="one weight per snapshot, normalised to sum 1 (default: equal)")
     args = p.parse_args(argv)
 
-    import quiet_tf
+    from cli import quiet_tf
 
     quiet_tf.import_tensorflow()
-    from cli_common import UsageError
-    from train import write_soup
+    from cli.common import UsageError
+    from training.soup import write_soup
 
     command = "python tools/average_weights.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     missing = [s for s in args.snapshots if not Path(s).is_file()]

@@ -1,12 +1,11 @@
-"""Run import-linter on this flat layout: the contracts in pyproject.toml ([tool.importlinter]).
+"""Run import-linter on the project: the contracts in pyproject.toml ([tool.importlinter]).
 
-grimp (import-linter's graph builder) analyses packages only, and this project's
-top-level names are single-file modules (``prediction.py``, ``app.py``, …) imported
-as ``import prediction``. So this script builds a throw-away shim folder where each
-top-level module is a package of the same name (``prediction/__init__.py`` → a
-symlink to ``prediction.py``) and the real packages (``fracture/``, ``evaluation/``)
-are symlinked, then runs ``lint-imports`` there. Module names in the contracts are
-the project's own: ``prediction``, ``evaluation``, ``fracture.native``, …
+grimp (import-linter's graph builder) analyses packages only, and the entry points and root
+owners are single-file modules (``prediction.py``, ``app.py``, …). So this script builds a
+throw-away folder where each root module is a package of the same name
+(``prediction/__init__.py`` → a symlink to ``prediction.py``) and the real packages
+(``inference/``, ``ui/``, …) are symlinked as they are, then runs ``lint-imports`` there.
+Module names in the contracts are the project's own: ``prediction``, ``inference.reading``, …
 
 Usage: python tools/check_imports.py   (exit status: lint-imports', 0 = all contracts kept)
 """
@@ -21,7 +20,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("fracture", "evaluation", "pretrained")
+PACKAGES = ("cli", "evaluation", "fracture", "imaging", "inference", "training", "ui")
 
 
 def build_shim(dest: Path) -> list[str]:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli_common import EXIT_OK, Parser, UsageError, positive_int, report_usage_error, require_data_dir  # noqa: E402
+from cli.common import EXIT_OK, Parser, UsageError, positive_int, report_usage_error, require_data_dir  # noqa: E402
 from important_variables import CONFIG  # noqa: E402
 
 log = logging.getLogger("fit_ood")
@@ -120,11 +120,11 @@ def fracatlas_sets(data_dir: Path, limit: int, valid_limit: int | None, seed: in
 # --------------------------------------------------------------------------- features
 def load_model(name: str, saved_model_dir: Path):
     """(Predictor-ready Keras model, manifest entry) of model ``name``, verified against the manifest."""
-    import quiet_tf
+    from cli import quiet_tf
 
     quiet_tf.import_tensorflow()
     from create_segmentation_model import load_segmentation_model
-    from model_manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest
+    from inference.manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest
 
     try:
         entry = model_entry(name, read_manifest(saved_model_dir / "manifest.json"))
@@ -142,7 +142,7 @@ def features_of(predictor, files: list[Path], batch_size: int, label: str):
     """(features (N, C) float32, the N files read); an unreadable file is skipped with one log line."""
     import numpy as np
 
-    from image_io import read_image_file
+    from imaging.image_io import read_image_file
     from prediction import Source, iter_predictions
 
     sources = [Source(str(p), (lambda p=p: read_image_file(p, name=p.name)), p) for p in files]
@@ -190,9 +190,9 @@ def command_text(args) -> str:
 def run(args) -> dict:
     import numpy as np
 
-    from model_features import deepest_feature_layer
-    from model_manifest import update_entry
-    from ood import alarm_rate, fit_ood
+    from inference.features import deepest_feature_layer
+    from inference.manifest import update_entry
+    from inference.ood import alarm_rate, fit_ood
     from prediction import predictor_for
 
     if not 0.0 < args.false_alarm < 1.0:
