@@ -2,7 +2,7 @@
 
 Routes to the three pages of ``application_pages`` with ``st.navigation``; the
 pages themselves hold all the UI. The first run of the process starts loading both
-models in the background (``page_dashboard.model_pool``), so they are ready by the
+models in the background (``ui.page_dashboard.model_pool``), so they are ready by the
 time a user has picked a file.
 """
 

@@ -28,7 +28,7 @@ def pages() -> dict[str, st.Page]:
 
 
 def _follow_request() -> None:
-    """Switch to the page a button asked for (``app_nav.request_page``), if any."""
+    """Switch to the page a button asked for (``ui.nav.request_page``), if any."""
     target = take_request()
     if target in ("home", "dashboard", "models"):
         st.switch_page(pages()[target])

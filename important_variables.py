@@ -80,7 +80,7 @@ class Config:
     borderline_max_negative_share: float = 0.10
     #: Findings smaller than this many pixels *at model resolution* are noise.
     min_finding_area_px: int = 4
-    #: Pixels averaged by the ``topk_mean`` image score (``findings.FindingRule.topk_px``) and by
+    #: Pixels averaged by the ``topk_mean`` image score (``inference.findings.FindingRule.topk_px``) and by
     #: the image-level term of the training loss (``utils.ce_dice_topk_loss``): training sharpens
     #: what is scored.
     image_score_topk_px: int = 64

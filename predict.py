@@ -10,7 +10,7 @@ folder holds besides is named in one line on stderr). For each image:
 ``<name>_annotated.png`` (with the dashed review box of a borderline result) and
 ``<name>_mask.png`` in ``--out``; one JSON object per file (``--json``, a list,
 ``-`` for stdout) and/or one CSV row: the app's findings JSON
-(``reading.result_record``), with ``status`` "finding", "borderline" (no finding,
+(``inference.reading.result_record``), with ``status`` "finding", "borderline" (no finding,
 but the highest score is within the model's margin of the threshold: review the
 ``review_box``) or "no_finding" (never a clear result), ``fracture_likelihood`` when
 the model is calibrated (else null), ``unlike_training_images`` when the model has
@@ -171,9 +171,9 @@ def run(
     by_source: list[dict] | None = None,
 ) -> list[dict]:
     """Process ``files`` in order through ``prediction.iter_predictions``; one record
-    (``reading.result_record``, the app's findings JSON) per file. ``entry``: the model's
+    (``inference.reading.result_record``, the app's findings JSON) per file. ``entry``: the model's
     manifest entry (borderline margin, calibration, operating points; None = defaults);
-    ``by_source``: ``model_card.reliability_by_source`` of the model, for the likelihood's words.
+    ``by_source``: ``inference.model_card.reliability_by_source`` of the model, for the likelihood's words.
 
     Decoding runs ahead in a worker thread and PNG writing in another while the
     model runs, so the two cores stay busy with the model. A file that fails

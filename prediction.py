@@ -103,7 +103,7 @@ class Predictor:
       map is cropped back. ``create_segmentation_model.for_inference`` makes that twin of
       a shipped model when its manifest entry says ``"inference": {"scale": "native"}``.
     ``tta`` averages with the horizontally flipped pass. ``finding_rule`` (a
-    ``findings.FindingRule``) and ``image_score`` (one of ``findings.IMAGE_SCORES``) are
+    ``inference.findings.FindingRule``) and ``image_score`` (one of ``inference.findings.IMAGE_SCORES``) are
     handed to every result.
 
     ``forward`` is safe to call from several threads at once (Streamlit sessions share one
@@ -190,7 +190,7 @@ class Predictor:
     def predict_maps(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Decoded images → (probability map, pooled features) each: the map (256, 256) when fixed,
         (h, w) at the training scale when native; the features (C,) float32, the global average
-        of ``feature_layer`` over the image's part of the map (``model_features.pooled_features``),
+        of ``feature_layer`` over the image's part of the map (``inference.features.pooled_features``),
         None without a feature layer."""
         if not self.native:
             batch = np.empty((len(images), S, S, CONFIG.input_channels), np.float32)
@@ -222,7 +222,7 @@ class Predictor:
 def predictor_for(model, name: str, entry=None, **kwargs) -> Predictor:
     """The Predictor a shipped model is meant to run with, as its manifest entry says.
 
-    entry: a ``model_manifest.ModelEntry`` (or None: the seed's fixed 256² path, plain
+    entry: a ``inference.manifest.ModelEntry`` (or None: the seed's fixed 256² path, plain
     findings, max-probability image score). ``"inference": {"scale": "native", "tta": ...}``
     selects the whole-image native-scale twin; ``"findings"`` holds the FindingRule fields;
     ``"image_score"`` names the image-level score. ``kwargs`` go to :class:`Predictor`.
@@ -257,7 +257,7 @@ class Source:
 
     name: shown in error lines (a file name or path).
     load: () → decoded pixels, or an object with ``.pixels`` (and optionally ``.note``) such
-      as ``image_io.LoadedImage``; raises ``ImageLoadError`` for a bad file.
+      as ``imaging.image_io.LoadedImage``; raises ``ImageLoadError`` for a bad file.
     tag: anything the caller wants back with the outcome (a dataset record, a path).
     """
 
@@ -270,7 +270,7 @@ class Source:
 class Outcome:
     """One input after the loop: ``result`` (and the decoded ``pixels``) or a one-line ``error``.
 
-    image: what ``source.load`` returned (e.g. an ``image_io.LoadedImage``), None if it failed.
+    image: what ``source.load`` returned (e.g. an ``imaging.image_io.LoadedImage``), None if it failed.
     features: the image's pooled features (C,) float32 when the predictor has a feature layer
       (``Predictor.feature_layer``), else None.
     """

@@ -2,7 +2,7 @@
 
 ``streamlit run app.py`` works too, but then the models start loading only with the
 first page view. Here Streamlit's ``st.App`` lifespan hook starts the background load
-(``page_dashboard.model_pool``, the same cached pool the pages use) as soon as the server
+(``ui.page_dashboard.model_pool``, the same cached pool the pages use) as soon as the server
 starts, before any browser connects.
 """
 

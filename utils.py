@@ -1,7 +1,7 @@
 """Jaccard / Dice losses and metrics for the 2-class softmax segmentation output (Keras).
 
-Thin wrappers: the formulas themselves are ``metrics.dice_from_sums`` and
-``metrics.iou_from_sums`` (the same ones the evaluation uses), here on soft
+Thin wrappers: the formulas themselves are ``evaluation.metrics.dice_from_sums`` and
+``evaluation.metrics.iou_from_sums`` (the same ones the evaluation uses), here on soft
 probabilities with ``SMOOTH`` = 1 so that an empty batch scores 1, not 0/0.
 
 All functions take ``y_true`` one-hot, shape (B, H, W, 2), float in {0, 1}, and

@@ -8,8 +8,8 @@ a temporary folder (deleted at the end), as ``predict.py --out`` does:
 
 - local: ``predict.run`` in this process, the model loaded beforehand (its load time is
   printed apart);
-- ray: a local Ray on this machine's cores (``batch_ray.connect``: its start-up cost is
-  printed apart), then two jobs through ``batch_ray.predict_dataset``: one file (what every
+- ray: a local Ray on this machine's cores (``cli.batch_ray.connect``: its start-up cost is
+  printed apart), then two jobs through ``cli.batch_ray.predict_dataset``: one file (what every
   job pays before predicting: its actors start, import TensorFlow, load the model) and all
   the files. Printed: the whole job's images/s (its start-up included) and the net rate,
   (files - 1) / (all-files job - one-file job).

@@ -84,7 +84,7 @@ class BatchModel:
     path: str
     sha256: str
     entry: ModelEntry | None = None
-    #: ``model_card.reliability_by_source`` of the model: the likelihood's words, as ``predict.run`` gets them.
+    #: ``inference.model_card.reliability_by_source`` of the model: the likelihood's words, as ``predict.run`` gets them.
     by_source: tuple = ()
 
     @property

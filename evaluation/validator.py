@@ -25,7 +25,7 @@ class Validator:
 
     data_dir: the FracAtlas folder (or an already opened ``fracture.dataset.FracAtlas``).
     split: "valid" (the trainer's) or "test". limit: first N fractured + first N negatives.
-    entry: the model's manifest entry (``model_manifest.ModelEntry``): a Keras model is run with
+    entry: the model's manifest entry (``inference.manifest.ModelEntry``): a Keras model is run with
     its finding rule, image score and TTA, as ``evaluate.py`` runs the shipped model, so the
     epoch's numbers are those the checkpoint will be judged by (None: the Predictor defaults,
     plain thresholding and the maximum probability).

@@ -4,7 +4,7 @@
 RGBA, palette), other Pillow formats or a DICOM file (``dicom_io``) into a numpy
 array and raises :class:`ImageLoadError` with a one-line message naming the file
 and the problem for anything it cannot read faithfully. Whatever the decoder, the
-array passes ``image_checks.check_pixels`` ((H, W) or (H, W, 3), uint8 or uint16,
+array passes ``imaging.checks.check_pixels`` ((H, W) or (H, W, 3), uint8 or uint16,
 within the size limits) before anyone else sees it. ``to_model_gray`` and
 ``resize_for_model`` give the model's view of a decoded image; training and
 inference both go through them, so they see the same pixels.

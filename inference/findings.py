@@ -33,7 +33,7 @@ class Finding:
     box: (x0, y0, x1, y1) in original pixels, x1/y1 exclusive.
     score: what findings are ranked by: the region's maximum probability, in [threshold, 1], or
     with the finding rule's ``score="mean"`` its mean probability, in [grow level, 1] (see
-    ``findings.FindingRule``).
+    ``inference.findings.FindingRule``).
     area_px: region size in original pixels.
     peak: the region's maximum probability, the value that reached the threshold (None when
     not computed; equal to ``score`` under the "max" rule).

@@ -14,7 +14,7 @@ manifest entry. Rules every sentence here follows:
   to hide or change a finding.
 
 :func:`result_record` is the one JSON object per file (app download = ``predict.py --json``):
-the result's fields (``results.PredictionResult.to_dict``), the reading's (``status_fields``),
+the result's fields (``inference.results.PredictionResult.to_dict``), the reading's (``status_fields``),
 ``reading`` (the full text) and ``note``.
 """
 
@@ -89,7 +89,7 @@ def borderline_spot(prob: np.ndarray, threshold: float, margin: float) -> tuple[
 
 def likelihood_from_scores(scores: Mapping[str, float], entry: Mapping | None) -> float | None:
     """Calibrated fracture likelihood in [0, 1] from an image's candidate scores ({name: value},
-    see ``findings.image_scores``), or None when the entry has no usable calibration.
+    see ``inference.findings.image_scores``), or None when the entry has no usable calibration.
 
     The score fed to the calibration is the entry's ``image_score`` ("max_prob" when absent).
     """
@@ -172,7 +172,7 @@ def _share_fractured(entry: Mapping | None) -> float | None:
 def likelihood_sentence(lk: float | None, entry: Mapping | None, by_source: Sequence[Mapping] = ()) -> str:
     """The likelihood with what it is calibrated on, and where it does not hold.
 
-    by_source: ``model_card.reliability_by_source`` of the model ([] when only one source was evaluated).
+    by_source: ``inference.model_card.reliability_by_source`` of the model ([] when only one source was evaluated).
     """
     if lk is None:
         return "Fracture likelihood: not calibrated for this model (scores are not likelihoods)."
@@ -212,7 +212,7 @@ def miss_sentence(entry: Mapping | None, threshold: float) -> str:
 
 
 def ood_sentence(ood, entry: Mapping | None) -> str | None:
-    """The "unlike the training images" warning for an ``ood.OodReading`` that is flagged; None otherwise."""
+    """The "unlike the training images" warning for an ``inference.ood.OodReading`` that is flagged; None otherwise."""
     if ood is None or not ood.unlike:
         return None
     check = (entry or {}).get("ood")

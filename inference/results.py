@@ -106,8 +106,8 @@ class PredictionResult:
         """Probability map at model or image resolution → result at the image's (height, width).
 
         rule: how findings are cut (hysteresis, cap; default: plain threshold, all regions).
-        image_score: which of ``findings.IMAGE_SCORES`` :attr:`image_score` reports.
-        ood: the image's "unlike the training images" reading (``ood.OodCheck.assess``), if any.
+        image_score: which of ``inference.findings.IMAGE_SCORES`` :attr:`image_score` reports.
+        ood: the image's "unlike the training images" reading (``inference.ood.OodCheck.assess``), if any.
         """
         prob = upscale_prob(prob, height, width)
         comp = _components(prob, threshold, _rule_for(rule, height, width))
@@ -173,7 +173,7 @@ class PredictionResult:
                 window: tuple[float, float] | None = None, outline_only: bool = False,
                 review_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Annotated RGB uint8 (H, W, 3) of ``pixels`` (the image this result is for); see
-        ``rendering.render_overlay`` for ``outline_only`` and ``review_box``."""
+        ``imaging.rendering.render_overlay`` for ``outline_only`` and ``review_box``."""
         return render_overlay(pixels, self, opacity, show_heatmap, window, outline_only, review_box)
 
     def mask_png(self, compression: int | None = None) -> bytes:

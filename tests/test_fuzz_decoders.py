@@ -1,6 +1,6 @@
 """Every decoder output is a valid image or an ImageLoadError, never another exception.
 
-Property tests (Hypothesis) over ``image_io.load_image`` with the strategies of
+Property tests (Hypothesis) over ``imaging.image_io.load_image`` with the strategies of
 ``tests/fuzz_strategies.py`` (shared with ``benchmarks/fuzz_decoders.py``, which runs
 thousands of cases and measures time and memory per file), and the regression
 tests for the exact bug: a DICOM whose Rows/Columns disagree with its pixel data.

@@ -9,16 +9,16 @@ NAME is any model of the manifest (``Saved_model/manifest.json``, or ``--saved-m
 its ``file`` is loaded after the SHA-256 check, as the app does, and run the way its entry
 says (native scale, ...). Steps:
 
-1. the feature layer: ``--layer``, else ``model_features.deepest_feature_layer`` (the
+1. the feature layer: ``--layer``, else ``inference.features.deepest_feature_layer`` (the
    documented rule: the last layer at the encoder's coarsest resolution);
 2. features of ``--limit`` FracAtlas **train** images (random, ``--seed``; fractured and
    fracture-free as they come) and of the **valid** images (all, or ``--valid-limit`` of
    each class), through the one inference loop (``prediction.iter_predictions``);
-3. ``ood.fit_ood``: fit on train, threshold on valid at ``--false-alarm``;
+3. ``inference.ood.fit_ood``: fit on train, threshold on valid at ``--false-alarm``;
 4. alarm rates on valid, on the FracAtlas test split (``--check-test``) and on any
    ``--check LABEL=DIR`` folder (images of another source, pictures that are not X-rays;
    at most ``--check-limit`` files each, random, one per original for Roboflow exports);
-5. unless ``--dry-run``: the check goes into ``models.<NAME>.ood`` (``model_manifest.update_entry``),
+5. unless ``--dry-run``: the check goes into ``models.<NAME>.ood`` (``inference.manifest.update_entry``),
    with the SHA-256 of the weights, so prediction ignores it once other weights are shipped.
 
 Prints one line per measured set; ``--report`` writes them as JSON. Unreadable files are

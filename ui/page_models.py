@@ -50,7 +50,7 @@ def metrics_table_ui(metrics: dict, checks: dict) -> None:
 
 
 def source_rows(by_source: list[dict]) -> list[dict]:
-    """Rows of the per-source reliability table (``model_card.reliability_by_source``)."""
+    """Rows of the per-source reliability table (``inference.model_card.reliability_by_source``)."""
     return [{"source": b["source"], "images": b["n"], "with fracture": f"{b['share_fractured']:.0%}",
              "mean likelihood": f"{b['mean_likelihood']:.0%}", "ECE": "–" if b["ece"] is None else f"{b['ece']:.3f}",
              "holds": "yes" if b["holds"] else "no"} for b in by_source]

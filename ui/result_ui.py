@@ -34,7 +34,7 @@ def _metrics(path: str, mtime: float) -> dict | None:
 
 
 def by_source_of(model: str, manifest: dict) -> list[dict]:
-    """The likelihood's reliability per image source (``model_card.reliability_by_source``); [] when the
+    """The likelihood's reliability per image source (``inference.model_card.reliability_by_source``); [] when the
     evaluation has one source only or the model was not evaluated."""
     path = CONFIG.metrics_path(model)
     try:
@@ -88,7 +88,7 @@ def findings_text(record: dict, model: str) -> str:
 
 def downloads_ui(digest: str, name: str, data: bytes, model: str, result, overlay, manifest: dict,
                  note: str | None = None, labelled: bool = False) -> None:
-    """The downloads of one result: annotated PNG, findings JSON (``reading.result_record``, the keys of
+    """The downloads of one result: annotated PNG, findings JSON (``inference.reading.result_record``, the keys of
     ``predict.py --json``), mask PNG and, for a DICOM upload, the Secondary Capture. ``labelled``: the
     button labels name the model (the compare view has one row per model)."""
     names = sup.download_names(name, model)

@@ -99,7 +99,7 @@ def findings_rows(findings, rule=None) -> list[dict]:
 
 
 def finding_score_caption(rule) -> str:
-    """What the findings table's two scores are, for ``rule`` (a ``findings.FindingRule`` or None)."""
+    """What the findings table's two scores are, for ``rule`` (a ``inference.findings.FindingRule`` or None)."""
     if rule is not None and rule.score == "mean":
         return ("Peak score: the highest fracture score in the region; a region becomes a finding when it reaches the "
                 "threshold. Ranking score: the mean fracture score over the region (so it can be below the threshold); "
@@ -109,9 +109,9 @@ def finding_score_caption(rule) -> str:
 
 
 def load_upload(name: str, data: bytes):
-    """Decode one upload from memory (``image_io.load_image``) after the app's size limit.
+    """Decode one upload from memory (``imaging.image_io.load_image``) after the app's size limit.
 
-    Returns an ``image_io.LoadedImage``; raises ``ImageLoadError`` (one line naming the file).
+    Returns an ``imaging.image_io.LoadedImage``; raises ``ImageLoadError`` (one line naming the file).
     """
     from imaging.image_io import ImageLoadError, load_image
 
