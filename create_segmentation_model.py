@@ -3,7 +3,7 @@
 All take (256, 256, 3) float32 in [0, 1] and return (256, 256, 2) softmax
 probabilities (channel 0 background, channel 1 fracture). They are fully
 convolutional, so they also run on other sizes divisible by
-``important_variables.PAD_MULTIPLES[name]`` (the seed encoder-decoder 8, the U-Net 16, the Lite0-UNet 32).
+``important_variables.PAD_MULTIPLES[name]`` (16 for the two seed models, 32 for the Lite0-UNet).
 
 - ``encoder_decoder`` and ``unet``: the two seed designs (exact layer stacks).
 - ``lite0_unet``: a U-Net decoder on an EfficientNet-Lite0 encoder (EfficientNet-B0
