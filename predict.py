@@ -43,7 +43,7 @@ from tqdm import tqdm
 from cli import batch_ray
 from cli.common import EXIT_FAILED, EXIT_OK, Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from imaging.image_io import read_image_file
-from important_variables import CONFIG, MODEL_NAMES
+from important_variables import CONFIG, DEFAULT_MODEL, MODEL_NAMES
 from inference.manifest import ModelIntegrityError, verify_model_file
 from inference.model_card import read_metrics, reliability_by_source
 from inference.reading import result_record
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help=f"image files or folders (recursed for {' '.join(CONFIG.folder_extensions)})")
-    p.add_argument("--model", choices=MODEL_NAMES, default="unet", help="which shipped model")
+    p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="which shipped model")
     p.add_argument("--model-file", metavar="PATH", help="a .keras file instead of the shipped one; verified against the "
                    "manifest.json next to it (default: the shipped file of --model)")
     p.add_argument("--allow-unverified", action="store_true", help="load a --model-file that no manifest lists (default: refuse it)")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from important_variables import CONFIG, MODEL_NAMES
+from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
 
 pytestmark = pytest.mark.slow  # runs the app with both models (AppTest)
 
@@ -101,11 +101,11 @@ def test_models_page_renders_with_or_without_metrics():
         assert len(table) == len(manifest[name]["operating_points"]["rows"])
         assert "fractured X-rays with a finding" in table.columns
         assert sum("(default)" in t for t in table["threshold"]) == 1
-    assert {"metric", "U-Net", "Simple encoder-decoder", "n"} == set(metrics_table.columns)
+    assert {"metric", *(MODEL_LABELS[n] for n in MODEL_NAMES), "n"} == set(metrics_table.columns)
     assert len(metrics_table) == 9  # named metrics, not the raw JSON keys
     # Training facts in words, as a table that wraps instead of cutting cells off; no machine paths,
     # no internal keys, no "trained from scratch" for weights continued from earlier ones.
-    facts = [m.value for m in at.markdown if m.value.startswith("| | U-Net | Simple encoder-decoder |")]
+    facts = [m.value for m in at.markdown if m.value.startswith("| | " + " | ".join(MODEL_LABELS[n] for n in MODEL_NAMES) + " |")]
     assert len(facts) == 1 and "| Parameters |" in facts[0] and "| Minutes of the last run |" in facts[0]
     shown = " ".join([m.value for m in at.markdown] + [c.value for c in at.code] + [c.value for c in at.caption])
     for word in ("evaluated now", "topk_mean", "findings_f1_iou25", "from scratch"):

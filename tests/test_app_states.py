@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from important_variables import CONFIG, MODEL_LABELS
+from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
 
 pytestmark = pytest.mark.slow  # runs the app (AppTest)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 TIMEOUT = 120
-PEAK = {"unet": 0.75, "encoder_decoder": 0.55}  # the stand-ins' highest score per model
+PEAK = {"unet": 0.75, "encoder_decoder": 0.55, "lite0_unet": 0.5}  # the stand-ins' highest score per model
 
 
 class StubPredictor:
@@ -63,7 +63,7 @@ def manifest_dir(tmp_path, monkeypatch):
 
     d = tmp_path / "Saved_model"
     d.mkdir()
-    for name in ("unet", "encoder_decoder"):
+    for name in MODEL_NAMES:
         if CONFIG.metrics_path(name).is_file():
             shutil.copy(CONFIG.metrics_path(name), d)
     manifest = json.loads(CONFIG.manifest_path.read_text(encoding="utf-8"))
@@ -280,23 +280,28 @@ def test_each_model_keeps_its_own_threshold(stub_models, manifest_dir):
 
 
 # --------------------------------------------------------------------------- compare
-def test_compare_view_shows_both_models_with_their_findings(stub_models, manifest_dir):
-    manifest_dir(unet={"threshold": 0.7, "borderline_margin": 0.1}, encoder_decoder={"threshold": 0.8, "borderline_margin": 0.1})
+def test_compare_view_shows_every_model_with_its_findings(stub_models, manifest_dir):
+    manifest_dir(unet={"threshold": 0.7, "borderline_margin": 0.1}, encoder_decoder={"threshold": 0.8, "borderline_margin": 0.1},
+                 lite0_unet={"threshold": 0.8, "borderline_margin": 0.1})
     at = upload(dashboard(), ("one.png", png_bytes()), ("two.png", png_bytes(260)))
     at.radio(key="view_mode").set_value("compare").run()
     assert not at.exception and not at.error
+    lite0 = MODEL_LABELS["lite0_unet"]
     assert captions(at) == ["Input, 300x300 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80",
-                            "Input, 260x260 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80"]
-    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10) has none.
-    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(no_findings(at)) == 2 and not at.success
+                            f"{lite0}, threshold 0.80",
+                            "Input, 260x260 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80",
+                            f"{lite0}, threshold 0.80"]
+    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10) and the
+    # Lite0-UNet (0.50) have none.
+    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(no_findings(at)) == 4 and not at.success
     # The compare view has the downloads too: one labelled row per model and upload.
     labels = [b.label for b in at.get("download_button")]
-    for model in ("U-Net", "Simple encoder-decoder"):
+    for model in ("U-Net", "Simple encoder-decoder", lite0):
         for what in ("Annotated PNG", "Findings JSON", "Mask PNG"):
             assert labels.count(f"{what} ({model})") == 2, labels
-    # Both thresholds are in the sidebar and each moves only its own model.
+    # Every threshold is in the sidebar and each moves only its own model.
     at.slider(key="threshold_encoder_decoder").set_value(0.5).run()
-    assert len(badges(at)) == 4 and len(no_findings(at)) == 0
+    assert len(badges(at)) == 4 and len(no_findings(at)) == 2
     assert at.slider(key="threshold_unet").value == pytest.approx(0.7)
     at.radio(key="view_mode").set_value("single").run()
     assert len(at.image) == 4 and at.radio(key="model").value in MODEL_LABELS

@@ -177,7 +177,7 @@ def test_compare_view_of_the_drawn_illustration(app_url, browser_page):
         forget.click()
         _wait_app_idle(page)
     sidebar = page.locator("[data-testid=stSidebar]")
-    sidebar.get_by_text("Compare both", exact=True).click()
+    sidebar.get_by_text("Compare all", exact=True).click()
     # A file set while the rerun of this click is pending or running is dropped by the uploader
     # (seen in 2 of 16 tries with no wait at all; the old _wait_app_idle alone can pass before
     # the rerun starts). So wait for what only the compare run draws, one threshold per model,

@@ -1,4 +1,4 @@
-"""The Dashboard page: upload X-rays, pick a model or compare both, read the marked result.
+"""The Dashboard page: upload X-rays, pick a model or compare all, read the marked result.
 
 Thin UI: decoding is in ``image_io``, prediction in ``prediction``, the reading of a
 result (finding / borderline / no finding, likelihood) in ``result_status``, its words in ``reading``, the DICOM
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from important_variables import CONFIG, DEFAULT_MODEL, MODEL_LABELS, MODEL_NAMES
 from inference.manifest import ModelIntegrityError, model_entry, model_threshold, read_manifest_or_empty
 from inference.model_card import threshold_tradeoff
 from ui import support as sup
@@ -43,7 +43,7 @@ K_FILE_IDS = "_file_ids"  # uploader file_id → content hash (each upload hashe
 K_ANALYSES = "_analyses"  # content hash → decoded image and probability maps per model
 PERSIST = "session"
 WINDOW_DEFAULT = (0.5, 1.0)  # centre, width in [0, 1] units: the identity window
-VIEWS = {"single": "One model", "compare": "Compare both"}
+VIEWS = {"single": "One model", "compare": "Compare all"}
 STYLES = {"filled": "Filled", "outline": "Outline only"}
 #: Typical seconds for TensorFlow's import plus both models' load on a laptop CPU: only
 #: scales the progress bar (it stops at 95 % until the model is really there).
@@ -167,11 +167,11 @@ def sidebar_settings_ui(manifest: dict) -> ViewSettings:
     sb = st.sidebar
     sb.header("Settings")
     view = sb.radio("View", list(VIEWS), format_func=VIEWS.get, key=K_VIEW, horizontal=True, persist_state=PERSIST,
-                    help="Compare both: the two models' results side by side for each upload.")
+                    help="Compare all: every model's result side by side for each upload.")
     if view == "compare":
         models = MODEL_NAMES
     else:
-        models = (sb.radio("Model", MODEL_NAMES, format_func=lambda n: MODEL_LABELS[n],
+        models = (sb.radio("Model", MODEL_NAMES, index=MODEL_NAMES.index(DEFAULT_MODEL), format_func=lambda n: MODEL_LABELS[n],
                            captions=[MODEL_BLURBS[n] for n in MODEL_NAMES], key=K_MODEL, persist_state=PERSIST),)
     thresholds = {m: _threshold_ui(m, manifest, view == "compare") for m in models}
     sb.subheader("Display")

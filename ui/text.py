@@ -5,6 +5,7 @@ from __future__ import annotations
 MODEL_BLURBS = {
     "unet": "Skip connections carry fine detail from encoder to decoder: sharper outlines.",
     "encoder_decoder": "Same idea without skip connections: a smaller baseline with blurrier masks.",
+    "lite0_unet": "A U-Net decoder on an ImageNet-pretrained EfficientNet-Lite0 encoder, trained on two X-ray sources.",
 }
 
 DISCLAIMER = (
@@ -16,8 +17,10 @@ PRIVACY = "Images are processed in memory and never stored: nothing you upload i
 CREDIT = (
     "Models trained on **FracAtlas**: Abedeen et al., *FracAtlas: A Dataset for Fracture "
     "Classification, Localization and Segmentation of Musculoskeletal Radiographs*, "
-    "Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4. Data licensed "
-    "[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/)."
+    "Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4. The Lite0-UNet is also trained on "
+    "**Bone Fracture Detection** (Roboflow Universe, workspace *veda*, project *bone-fracture-detection-daoon*, "
+    "version 4; some of its images come from other public collections) and starts from ImageNet weights "
+    "of EfficientNet-Lite0. Data licensed [CC BY 4.0](https://creativecommons.org/licenses/by/4.0/)."
 )
 
 #: What FracAtlas holds, from its dataset.csv and paper, and nothing more: the data set
@@ -33,7 +36,7 @@ DATA_FACTS = (
 HOME_SCOPE = (
     "**What it does**\n"
     "- marks probable fracture regions on hand, leg, hip and shoulder radiographs;\n"
-    "- reads JPEG, PNG (8 and 16 bit) and DICOM files, several at once, and can show both models side by side;\n"
+    "- reads JPEG, PNG (8 and 16 bit) and DICOM files, several at once, and can show the models side by side;\n"
     "- lets you download the annotated image, the mask and the findings as JSON "
     "(and, for a DICOM upload, the result as a DICOM Secondary Capture).\n\n"
     "**What it does not do**\n"
