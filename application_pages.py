@@ -2,7 +2,7 @@
 
 Thin UI only: each ``*_ui()`` helper draws widgets and returns what the user chose;
 decoding is in ``image_io``, prediction and drawing in ``prediction``, and the small
-pure helpers in ``app_support``. Uploads stay in memory (Streamlit keeps them in
+pure helpers in ``ui.support``. Uploads stay in memory (Streamlit keeps them in
 RAM, we decode from bytes and never write a file).
 
 Nothing runs at import: Streamlit calls the page functions on each rerun.

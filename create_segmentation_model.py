@@ -12,7 +12,7 @@ convolutional, so they also run on other sizes divisible by
   each maps to one entry of the reference PyTorch state dict.
 
 Builders are pure functions (no file access); ``load_segmentation_model`` is the
-only place that reads a model file, and it asks ``model_manifest`` (the owner of
+only place that reads a model file, and it asks ``inference.manifest`` (the owner of
 ``Saved_model/manifest.json`` and of the trust rule) before handing it to Keras.
 """
 

@@ -128,34 +128,31 @@ def is_fracatlas_dir(path: Path | None) -> bool:
     return path is not None and (Path(path) / "dataset.csv").is_file()
 
 
+def _resolve_dir(cli_value, env_var: str, defaults: tuple[Path, ...], looks_right) -> Path | None:
+    """The option, then ``$env_var``, then the first default that ``looks_right``; None when nothing is found.
+
+    An explicitly given path is returned even if missing, so the caller can say so.
+    """
+    if cli_value:
+        return Path(cli_value).expanduser().resolve()
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env).expanduser().resolve()
+    return next((c.resolve() for c in defaults if looks_right(c)), None)
+
+
 def resolve_data_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
     """Find the FracAtlas directory: ``--data``, then ``$FRACATLAS_DIR``, then defaults.
 
     Returns None when nothing is found (callers decide whether that is an error).
     An explicitly given path is returned even if missing, so the caller can say so.
     """
-    if cli_value:
-        return Path(cli_value).expanduser().resolve()
-    env = os.environ.get(CONFIG.data_env_var)
-    if env:
-        return Path(env).expanduser().resolve()
-    for candidate in CONFIG.default_data_dirs:
-        if is_fracatlas_dir(candidate):
-            return candidate.resolve()
-    return None
+    return _resolve_dir(cli_value, CONFIG.data_env_var, CONFIG.default_data_dirs, is_fracatlas_dir)
 
 
 def resolve_yolo8_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
     """Find the BoneFractureYolo8 directory: the option, then ``$BONEFRACTURE_YOLO8_DIR``, then defaults.
 
-    Same rules as :func:`resolve_data_dir` (an explicit path is returned even if missing).
+    Same rules as :func:`resolve_data_dir`.
     """
-    if cli_value:
-        return Path(cli_value).expanduser().resolve()
-    env = os.environ.get(CONFIG.yolo8_env_var)
-    if env:
-        return Path(env).expanduser().resolve()
-    for candidate in CONFIG.yolo8_default_dirs:
-        if (candidate / "data.yaml").is_file():
-            return candidate.resolve()
-    return None
+    return _resolve_dir(cli_value, CONFIG.yolo8_env_var, CONFIG.yolo8_default_dirs, lambda c: (c / "data.yaml").is_file())

@@ -121,7 +121,7 @@ class ModelChoice:
 
 
 def resolve_model(name: str, model_file: str | None, allow_unverified: bool) -> ModelChoice:
-    """Which file to load, its SHA-256 and default threshold, checked by ``model_manifest``'s trust rule.
+    """Which file to load, its SHA-256 and default threshold, checked by ``inference.manifest``'s trust rule.
 
     The manifest is the ``manifest.json`` next to the model file, the entry the one
     whose ``file`` is the model's file name. A file no manifest vouches for is

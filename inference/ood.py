@@ -1,6 +1,6 @@
 """"Unlike the training images": how far an image's features are from the training X-rays'. Pure numpy.
 
-The features are the model's own (``model_features``: the global average of its deepest
+The features are the model's own (``inference.features``: the global average of its deepest
 encoder feature map, one vector of C numbers per image). Fitted on the training X-rays
 (:func:`fit_ood`, run by ``tools/fit_ood.py``):
 

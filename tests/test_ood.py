@@ -190,6 +190,32 @@ def test_fit_ood_tool_writes_the_check_into_any_models_entry(tmp_path, data_dir,
     assert len(err) == 2 and "no model 'nope'" in err[0] and "LABEL=DIR" in err[1]
 
 
+def test_fit_ood_on_both_sources_for_a_model_trained_on_both(tmp_path, data_dir, yolo8_dir, monkeypatch, capsys):
+    """--second-source: fitted on both sources' train images, the level set on both valid parts, reported per source."""
+    from inference.manifest import read_manifest, sha256_file, write_manifest
+
+    sys.path.insert(0, str(CONFIG.repo_root / "tools"))
+    import fit_ood
+
+    monkeypatch.setenv(CONFIG.yolo8_env_var, str(yolo8_dir))
+    saved = tmp_path / "Saved_model"
+    saved.mkdir()
+    _tiny_unet().save(saved / "both.keras")
+    write_manifest({"models": {"both": {"file": "both.keras", "sha256": sha256_file(saved / "both.keras")}}}, saved / "manifest.json")
+    report = tmp_path / "r.json"
+    assert fit_ood.main(["--model", "both", "--limit", "6", "--second-source", "5", "--valid-limit", "3", "--components", "3",
+                         "--data", str(data_dir), "--saved-model-dir", str(saved), "--report", str(report)]) == 0
+    figures = json.loads(report.read_text())["figures"]
+    assert figures["train BoneFractureYolo8"]["images"] == 5 and figures["valid BoneFractureYolo8"]["images"] > 50
+    stored = read_manifest(saved / "manifest.json")["models"]["both"]["ood"]
+    assert "BoneFractureYolo8 train part: 5 originals" in stored["fitted_on"]
+    assert "BoneFractureYolo8 valid part" in stored["threshold_on"] and "--second-source 5" in stored["command"]
+    assert set(stored["checks"]) == {"valid", "valid BoneFractureYolo8"}
+    # The level is the 95 % quantile of both valid parts together: at most 5 % of them (+ one image) warn.
+    flagged = figures["valid"]["alarms"] + figures["valid BoneFractureYolo8"]["alarms"]
+    assert flagged <= 0.05 * (figures["valid"]["images"] + figures["valid BoneFractureYolo8"]["images"]) + 1
+
+
 def test_one_per_original_keeps_one_file_per_roboflow_original(tmp_path):
     sys.path.insert(0, str(CONFIG.repo_root / "tools"))
     import fit_ood

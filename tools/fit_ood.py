@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="feature layer name (default: the documented rule, model_features.deepest_feature_layer)")
     p.add_argument("--seed", type=int, default=CONFIG.seed, help="random choice of train and check images")
     p.add_argument("--data", metavar="DIR", help="FracAtlas folder (default: $FRACATLAS_DIR or the default places)")
+    p.add_argument("--second-source", type=positive_int, metavar="N",
+                   help="for a model trained on BoneFractureYolo8 too: also fit on N random originals of its train part, and "
+                   "set the threshold on both sources' valid parts (default: FracAtlas only)")
     p.add_argument("--check-test", action="store_true", help="also report the alarm rate on the FracAtlas test split")
     p.add_argument("--check", action="append", default=[], metavar="LABEL=DIR",
                    help="also report the alarm rate on the images of DIR (recursed); repeatable")
@@ -115,6 +118,20 @@ def fracatlas_sets(data_dir: Path, limit: int, valid_limit: int | None, seed: in
     if test:
         sets["test"] = [r.path for r in atlas.records("test")]
     return sets, fractured
+
+
+def second_source_sets(limit: int, seed: int) -> dict[str, list[Path]]:
+    """BoneFractureYolo8's train part (``limit`` originals at random, one copy each) and its valid part."""
+    from fracture.bone_fracture_yolo8 import BoneFractureYolo8, is_yolo8_dir
+    from important_variables import resolve_yolo8_dir
+
+    root = resolve_yolo8_dir()
+    if not is_yolo8_dir(root):
+        raise UsageError(f"--second-source needs BoneFractureYolo8; set ${CONFIG.yolo8_env_var}")
+    ds = BoneFractureYolo8(root)
+    train = one_per_original(sorted(r.path for r in ds.records("train")))
+    random.Random(seed).shuffle(train)
+    return {"train": sorted(train[:limit]), "valid": [r.path for r in ds.records("valid")]}
 
 
 # --------------------------------------------------------------------------- features
@@ -179,6 +196,8 @@ def cached_features(cache: Path | None, key: dict, compute):
 def command_text(args) -> str:
     """The fitting command as recorded in the manifest (no machine paths)."""
     parts = [f"python tools/fit_ood.py --model {args.model} --limit {args.limit}"]
+    if args.second_source:
+        parts.append(f"--second-source {args.second_source}")
     if args.valid_limit:
         parts.append(f"--valid-limit {args.valid_limit}")
     parts.append(f"--false-alarm {args.false_alarm:g} --components {args.components} --seed {args.seed}")
@@ -201,6 +220,9 @@ def run(args) -> dict:
     saved = Path(args.saved_model_dir) if args.saved_model_dir else CONFIG.saved_model_dir
     data_dir = require_data_dir(args.data)
     sets, fractured = fracatlas_sets(data_dir, args.limit, args.valid_limit, args.seed, args.check_test)
+    second = second_source_sets(args.second_source, args.seed) if args.second_source else None
+    if second:  # one set per source and role, so that every figure is reported per source
+        sets["train BoneFractureYolo8"], sets["valid BoneFractureYolo8"] = second["train"], second["valid"]
     for label, folder in checks:
         if label in sets:
             raise UsageError(f"--check {label}=...: the label {label!r} is taken")
@@ -214,10 +236,17 @@ def run(args) -> dict:
                             lambda: {lab: features_of(predictor, files, args.batch_size, lab) for lab, files in sets.items()})
     train, valid = feats["train"][0], feats["valid"][0]
     n_frac = sum(1 for p in feats["train"][1] if Path(p) in fractured)
+    fitted_on = f"FracAtlas train split: {len(train)} images at random (seed {args.seed}), {n_frac} of them fractured"
+    threshold_on = f"FracAtlas valid split: {len(valid)} images"
+    if second:
+        t2, v2 = feats["train BoneFractureYolo8"][0], feats["valid BoneFractureYolo8"][0]
+        fitted_on += f"; BoneFractureYolo8 train part: {len(t2)} originals at random"
+        threshold_on += f"; BoneFractureYolo8 valid part: {len(v2)} images"
+        train, valid = np.concatenate([train, t2]), np.concatenate([valid, v2])
     info = {
         "model_sha256": entry.sha256,
-        "fitted_on": f"FracAtlas train split: {len(train)} images at random (seed {args.seed}), {n_frac} of them fractured",
-        "threshold_on": f"FracAtlas valid split: {len(valid)} images",
+        "fitted_on": fitted_on,
+        "threshold_on": threshold_on,
         "pooling": "global average of the layer's output over the image (padding excluded)",
         "definition": "distance = Mahalanobis distance of log1p(features) to the train features (top principal axes "
                       "+ one residual variance) / sqrt(channels); unlike the training images when distance > threshold, "
@@ -231,10 +260,10 @@ def run(args) -> dict:
         alarms, n, rate = alarm_rate(check, f) if len(f) else (0, 0, float("nan"))
         figures[label] = {"images": n, "alarms": alarms, "rate": round(rate, 4) if n else None,
                           "skipped": len(sets[label]) - len(files)}
-        role = {"train": "fitted on", "valid": "threshold set on"}.get(label, "held out")
+        role = "fitted on" if label.startswith("train") else "threshold set on" if label.startswith("valid") else "held out"
         print(f"{args.model} {label:>12}: {alarms:4d} of {n:4d} flagged ({100 * rate:5.1f} %)  [{role}]")
     check = type(check)(check.layer, check.mean, check.axes, check.variances, check.residual_variance, check.threshold,
-                        check.kind, {**check.info, "checks": {k: v for k, v in figures.items() if k != "train"}})
+                        check.kind, {**check.info, "checks": {k: v for k, v in figures.items() if not k.startswith("train")}})
     d = check.distances(valid)
     print(f"{args.model}: layer {layer}, {check.channels} channels, {check.axes.shape[0]} axes, threshold {check.threshold:.3f} "
           f"(valid distances: median {np.median(d):.3f}, max {d.max():.3f})")

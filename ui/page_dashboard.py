@@ -1,8 +1,8 @@
 """The Dashboard page: upload X-rays, pick a model or compare all, read the marked result.
 
-Thin UI: decoding is in ``image_io``, prediction in ``prediction``, the reading of a
-result (finding / borderline / no finding, likelihood) in ``result_status``, its words in ``reading``, the DICOM
-export in ``dicom_export``, small pure helpers in ``app_support``.
+Thin UI: decoding is in ``imaging.image_io``, prediction in ``prediction``, the reading of a
+result (finding / borderline / no finding, likelihood) and its words in ``inference.reading``, the DICOM
+export in ``imaging.dicom_export``, small pure helpers in ``ui.support``.
 
 State that lasts (Dashboard → Models → Dashboard): every setting is a widget with
 ``persist_state="session"`` (Streamlit keeps its value while the widget is not drawn,

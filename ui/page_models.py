@@ -139,7 +139,8 @@ def training_ui(manifest: dict) -> None:
 
 
 #: The fitting tool's own sets, in words (other sets are named by whoever ran it).
-OOD_SET_WORDS = {"valid": "FracAtlas valid (the warning level was set here)", "test": "FracAtlas test (held out)"}
+OOD_SET_WORDS = {"valid": "FracAtlas valid (the warning level was set here)", "test": "FracAtlas test (held out)",
+                 "valid BoneFractureYolo8": "BoneFractureYolo8 valid (the warning level was set here too)"}
 
 
 def ood_ui(manifest: dict) -> None:

@@ -2,9 +2,9 @@
 likelihood, "unlike the training images"), the overlay with the borderline spot, the heatmap
 legend and the downloads.
 
-Streamlit widgets only; the decisions are in ``result_status``, the words in ``reading`` (the
-same sentences ``predict.py`` prints), the drawing in ``rendering`` (through
-``PredictionResult.overlay``), the DICOM in ``dicom_export``.
+Streamlit widgets only; the decisions and the words are in ``inference.reading`` (the
+same sentences ``predict.py`` prints), the drawing in ``imaging.rendering`` (through
+``PredictionResult.overlay``), the DICOM in ``imaging.dicom_export``.
 """
 
 from __future__ import annotations
