@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.app_server import ServerError, streamlit_server
+from important_variables import MODEL_LABELS, MODEL_NAMES
 
 try:
     from playwright.sync_api import expect
@@ -188,10 +189,12 @@ def test_compare_view_of_the_drawn_illustration(app_url, browser_page):
     expect(page.get_by_text("U-Net, threshold")).to_be_visible(timeout=SLOW_MS)
     expect(page.get_by_text("Simple encoder-decoder, threshold")).to_be_visible(timeout=SLOW_MS)
     _wait_app_idle(page)
-    _wait_images_painted(page, 3)
-    expect(page.locator("[data-testid=stImage] img")).to_have_count(3, timeout=PAGE_MS)  # input + one overlay per model
+    expect(page.get_by_text(f"{MODEL_LABELS['lite0_unet']}, threshold")).to_be_visible(timeout=SLOW_MS)
+    _wait_app_idle(page)
+    _wait_images_painted(page, 1 + len(MODEL_NAMES))
+    expect(page.locator("[data-testid=stImage] img")).to_have_count(1 + len(MODEL_NAMES), timeout=PAGE_MS)  # input + one overlay per model
     # The compare view has its downloads: one labelled row per model.
-    for model in ("U-Net", "Simple encoder-decoder"):
+    for model in (MODEL_LABELS[n] for n in MODEL_NAMES):
         for what in ("Annotated PNG", "Findings JSON", "Mask PNG"):
             expect(page.get_by_role("button", name=f"{what} ({model})")).to_have_count(1)
     _assert_no_all_clear(page)
