@@ -25,7 +25,7 @@ import keras
 from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
-from important_variables import ARCHITECTURES, CONFIG, PAD_MULTIPLES
+from important_variables import CONFIG, MODEL_NAMES, PAD_MULTIPLES
 from inference.manifest import ModelIntegrityError, read_manifest, sha256_file, verify_model_file  # noqa: F401  (re-exported)
 
 INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
@@ -176,7 +176,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "encoder_decoder": build_encoder_decoder,
     "lite0_unet": build_lite0_unet,
 }
-assert set(BUILDERS) == set(ARCHITECTURES) == set(PAD_MULTIPLES)
+assert set(BUILDERS) == set(MODEL_NAMES) == set(PAD_MULTIPLES)
 
 
 def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
@@ -184,7 +184,7 @@ def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
     try:
         builder = BUILDERS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(ARCHITECTURES)}") from None
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}") from None
     return builder(input_shape)
 
 

@@ -67,7 +67,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli.common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, threshold_arg
+from cli.common import Parser, UsageError, positive_int, report_usage_error, require_data_dir, require_yolo8_dir, threshold_arg
 from evaluation.cases import Case, run_inference, select_records  # noqa: F401  (the evaluation API, re-exported)
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS, SWEEP  # noqa: F401
 from evaluation.evaluator import evaluate
@@ -172,14 +172,9 @@ def _run_model(name: str, args, atlas, manifest: dict, command: str) -> tuple[in
 def _open_source(args):
     """The data set the split is read from (``FracAtlas`` or ``BoneFractureYolo8``); UsageError when missing."""
     if args.source == "yolo8":
-        from fracture.bone_fracture_yolo8 import BoneFractureYolo8, is_yolo8_dir
-        from important_variables import resolve_yolo8_dir
+        from fracture.bone_fracture_yolo8 import BoneFractureYolo8
 
-        root = resolve_yolo8_dir(args.yolo8_data)
-        if not is_yolo8_dir(root):
-            raise UsageError(f"{root or 'BoneFractureYolo8'}: BoneFractureYolo8 not found; pass --yolo8-data or set "
-                             f"${CONFIG.yolo8_env_var}")
-        return BoneFractureYolo8(root)
+        return BoneFractureYolo8(require_yolo8_dir(args.yolo8_data))
     try:
         return FracAtlas(require_data_dir(args.data))
     except DatasetError as exc:

@@ -16,8 +16,6 @@ REPO_ROOT = Path(__file__).resolve().parent
 
 #: Names of the shipped models, as used on the command line and in file names.
 MODEL_NAMES: tuple[str, ...] = ("unet", "encoder_decoder", "lite0_unet")
-#: Every architecture the builders know (the trainer's choices); a shipped model is one of them.
-ARCHITECTURES: tuple[str, ...] = MODEL_NAMES
 #: The model the app's dashboard and predict.py start with: the one that wins on valid.
 DEFAULT_MODEL = "unet"
 #: Whole-image prediction pads each side to a multiple of 2 ** (stride-2 steps of the net);
@@ -99,7 +97,7 @@ class Config:
 
     seed: int = 1337
     model_files: Mapping[str, str] = field(
-        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in ARCHITECTURES})
+        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in MODEL_NAMES})
     )
 
     @property
@@ -109,7 +107,7 @@ class Config:
     def model_path(self, name: str) -> Path:
         """Path of the shipped ``.keras`` file for model ``name``."""
         if name not in self.model_files:
-            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(ARCHITECTURES)}")
+            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
         return self.saved_model_dir / self.model_files[name]
 
     def metrics_path(self, name: str) -> Path:
@@ -126,6 +124,11 @@ CONFIG = Config()
 def is_fracatlas_dir(path: Path | None) -> bool:
     """True when ``path`` looks like a FracAtlas directory (it holds ``dataset.csv``)."""
     return path is not None and (Path(path) / "dataset.csv").is_file()
+
+
+def is_yolo8_dir(path: Path | None) -> bool:
+    """True when ``path`` looks like the BoneFractureYolo8 export (``data.yaml`` and ``train/labels``)."""
+    return path is not None and (Path(path) / "data.yaml").is_file() and (Path(path) / "train" / "labels").is_dir()
 
 
 def _resolve_dir(cli_value, env_var: str, defaults: tuple[Path, ...], looks_right) -> Path | None:
@@ -155,4 +158,4 @@ def resolve_yolo8_dir(cli_value: str | os.PathLike | None = None) -> Path | None
 
     Same rules as :func:`resolve_data_dir`.
     """
-    return _resolve_dir(cli_value, CONFIG.yolo8_env_var, CONFIG.yolo8_default_dirs, lambda c: (c / "data.yaml").is_file())
+    return _resolve_dir(cli_value, CONFIG.yolo8_env_var, CONFIG.yolo8_default_dirs, is_yolo8_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from important_variables import ARCHITECTURES  # noqa: E402
+from important_variables import MODEL_NAMES  # noqa: E402
 from inference.findings import FINDING_SCORES  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def load(name: str, weights: str):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=ARCHITECTURES, required=True, help="architecture of the weights")
+    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="architecture of the weights")
     p.add_argument("--weights", required=True, help=".keras file or epochs/epNNN.weights.h5 snapshot")
     p.add_argument("--native", action="store_true", help="whole images at the training scale (else the seed's 256x256 squeeze)")
     p.add_argument("--low-ratio", type=float, default=1.0, help="hysteresis: grow findings to this fraction of the threshold (1 = off)")
@@ -66,10 +66,10 @@ def main(argv=None) -> int:
     r, tc = ev.report, ev.report["threshold_choice"] or {}
     second = {}
     if args.yolo8:
+        from cli.common import require_yolo8_dir
         from fracture.bone_fracture_yolo8 import BoneFractureYolo8
-        from important_variables import resolve_yolo8_dir
 
-        y = evaluate(predictor, BoneFractureYolo8(resolve_yolo8_dir()), "valid", r["threshold"], progress=False).report
+        y = evaluate(predictor, BoneFractureYolo8(require_yolo8_dir()), "valid", r["threshold"], progress=False).report
         second = {"yolo8_dice": y["segmentation"]["dice_mean"], "yolo8_ap50": y["localization"]["ap50"],
                   "yolo8_ap25": y["localization"]["ap25"], "yolo8_top3_hit_rate": y["localization"]["top3_hit_rate"],
                   "yolo8_sensitivity": y["image_level"]["sensitivity"], "yolo8_n": y["counts"]["fractured_images"]}

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from important_variables import CONFIG, is_fracatlas_dir, resolve_data_dir
+from important_variables import CONFIG, is_fracatlas_dir, is_yolo8_dir, resolve_data_dir, resolve_yolo8_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -80,3 +80,15 @@ def require_data_dir(cli_value: str | None) -> Path:
     if not is_fracatlas_dir(data_dir):
         raise UsageError(f"{data_dir}: not a FracAtlas directory (no dataset.csv); pass --data DIR or set ${CONFIG.data_env_var}")
     return data_dir
+
+
+def require_yolo8_dir(cli_value: str | None = None) -> Path:
+    """The BoneFractureYolo8 directory from ``--yolo8-data`` / ``$BONEFRACTURE_YOLO8_DIR`` / the default places.
+
+    Raises UsageError when none is found or the one given is not laid out as the export.
+    """
+    root = resolve_yolo8_dir(cli_value)
+    if not is_yolo8_dir(root):
+        raise UsageError(f"{root or 'BoneFractureYolo8'}: BoneFractureYolo8 not found; pass --yolo8-data DIR or set "
+                         f"${CONFIG.yolo8_env_var}")
+    return root

@@ -50,6 +50,21 @@ def _mean_median(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.median(values))
 
 
+def _boxes_scores(found: list) -> tuple[np.ndarray, np.ndarray]:
+    """One image's findings as (boxes (K, 4) float64 x0, y0, x1, y1, scores (K,) float64)."""
+    return (np.array([f.box for f in found], np.float64).reshape(-1, 4), np.array([f.score for f in found], np.float64))
+
+
+def _top_k_hit_rate(cases: list[Case], threshold: float) -> float:
+    """Annotated boxes matched by one of their image's ``TOPK_HIT`` best findings / all annotated boxes."""
+    hits = n_truth = 0
+    for c in (c for c in cases if c.fractured):
+        truth = c.record.boxes()
+        hits += topk_hits(*_boxes_scores(c.findings(threshold)), truth, TOPK_HIT, CRITERION_IOU)
+        n_truth += len(truth)
+    return hits / n_truth if n_truth else float("nan")
+
+
 def _detections(cases: list[Case], threshold: float, iou: float) -> tuple[np.ndarray, np.ndarray, int]:
     """Pooled (scores (K,), is_tp (K,) bool, number of annotated boxes) at ``threshold``."""
     scores, tps, n_truth = [], [], 0
@@ -59,8 +74,7 @@ def _detections(cases: list[Case], threshold: float, iou: float) -> tuple[np.nda
         n_truth += len(truth)
         if not found:
             continue
-        s = np.array([f.score for f in found], np.float64)
-        b = np.array([f.box for f in found], np.float64)
+        b, s = _boxes_scores(found)
         scores.append(s)
         tps.append(match_boxes(b, s, truth, iou))
     if not scores:
@@ -155,11 +169,7 @@ def _localization(cases: list[Case], threshold: float) -> tuple[dict, dict]:
         curves[f"pr{tag}"] = precision_recall_curve(scores, is_tp, n_truth)
         localization["n_annotated_boxes"] = n_truth
         localization["n_findings"] = int(is_tp.size)
-    hits = sum(topk_hits(np.array([f.box for f in c.findings(threshold)], np.float64).reshape(-1, 4),
-                         np.array([f.score for f in c.findings(threshold)], np.float64), c.record.boxes(), TOPK_HIT, CRITERION_IOU)
-               for c in cases if c.fractured)
-    n_boxes = localization.get("n_annotated_boxes", 0)
-    localization[f"top{TOPK_HIT}_hit_rate"] = hits / n_boxes if n_boxes else float("nan")
+    localization[f"top{TOPK_HIT}_hit_rate"] = _top_k_hit_rate(cases, threshold)
     return localization, curves
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fracture.dataset import DatasetError, Instance, Record
+from important_variables import is_yolo8_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,6 @@ VALID_SHARE = 0.15
 _ORIGINAL_RE = re.compile(r"_(jpe?g|png)\.rf\.[0-9a-f]+$", re.IGNORECASE)
 #: Class id → body part (data.yaml's names; "humerus" is used as "humerus fracture").
 BODY_PARTS = ("elbow", "fingers", "forearm", "humerus", "humerus", "shoulder", "wrist")
-
-
-def is_yolo8_dir(path: Path | None) -> bool:
-    """True when ``path`` looks like the export (``data.yaml`` and ``train/labels``)."""
-    return path is not None and (Path(path) / "data.yaml").is_file() and (Path(path) / "train" / "labels").is_dir()
 
 
 def original_name(stem: str) -> str:

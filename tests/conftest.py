@@ -73,8 +73,7 @@ def predictor_factory():
 @pytest.fixture(scope="session")
 def yolo8_dir() -> Path:
     """The BoneFractureYolo8 directory ($BONEFRACTURE_YOLO8_DIR, else the default locations)."""
-    from fracture.bone_fracture_yolo8 import is_yolo8_dir
-    from important_variables import resolve_yolo8_dir
+    from important_variables import is_yolo8_dir, resolve_yolo8_dir
 
     d = resolve_yolo8_dir(None)
     if not is_yolo8_dir(d):

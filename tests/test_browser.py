@@ -169,14 +169,7 @@ def test_returning_user_finds_uploads_results_and_settings(app_url, browser_page
 def test_compare_view_of_the_drawn_illustration(app_url, browser_page):
     """Both models side by side in a real browser, on assets/home.png (drawn, not a patient image;
     its numbered box is part of the drawing). Screenshot: test-artifacts/dashboard-compare.png."""
-    page = browser_page
-    page.goto(f"{app_url}/dashboard")
-    page.get_by_role("heading", name="Dashboard").wait_for()
-    _wait_app_idle(page)
-    forget = page.get_by_role("button", name="Forget all")
-    if forget.count():
-        forget.click()
-        _wait_app_idle(page)
+    page = _empty_dashboard(browser_page, app_url)
     sidebar = page.locator("[data-testid=stSidebar]")
     sidebar.get_by_text("Compare all", exact=True).click()
     # A file set while the rerun of this click is pending or running is dropped by the uploader
@@ -186,10 +179,8 @@ def test_compare_view_of_the_drawn_illustration(app_url, browser_page):
     expect(sidebar.get_by_text("Simple encoder-decoder threshold", exact=True)).to_be_visible(timeout=SLOW_MS)
     _wait_app_idle(page)
     page.locator("input[type=file]").set_input_files(str(ROOT / "assets" / "home.png"))
-    expect(page.get_by_text("U-Net, threshold")).to_be_visible(timeout=SLOW_MS)
-    expect(page.get_by_text("Simple encoder-decoder, threshold")).to_be_visible(timeout=SLOW_MS)
-    _wait_app_idle(page)
-    expect(page.get_by_text(f"{MODEL_LABELS['lite0_unet']}, threshold")).to_be_visible(timeout=SLOW_MS)
+    for name in MODEL_NAMES:
+        expect(page.get_by_text(f"{MODEL_LABELS[name]}, threshold")).to_be_visible(timeout=SLOW_MS)
     _wait_app_idle(page)
     _wait_images_painted(page, 1 + len(MODEL_NAMES))
     expect(page.locator("[data-testid=stImage] img")).to_have_count(1 + len(MODEL_NAMES), timeout=PAGE_MS)  # input + one overlay per model
@@ -213,14 +204,7 @@ def test_new_uploads_on_top_and_a_picture_that_is_not_an_xray_is_flagged(app_url
     sys.path.insert(0, str(ROOT / "tools"))
     from sample_pictures import synthetic_pictures
 
-    page = browser_page
-    page.goto(f"{app_url}/dashboard")
-    page.get_by_role("heading", name="Dashboard").wait_for()
-    _wait_app_idle(page)
-    forget = page.get_by_role("button", name="Forget all")
-    if forget.count():
-        forget.click()
-        _wait_app_idle(page)
+    page = _empty_dashboard(browser_page, app_url)
     pictures = synthetic_pictures()
     first, second = tmp_path / "first_shapes.png", tmp_path / "second_shapes.png"
     cv2.imwrite(str(first), cv2.cvtColor(pictures["synthetic_02_shapes"], cv2.COLOR_RGB2BGR))
@@ -281,6 +265,18 @@ def _assert_no_all_clear(page) -> None:
     assert main.locator("[data-testid=stAlertContentSuccess]").count() == 0
     for text in ("≈ 0 %", "≈ 100 %"):
         assert page.get_by_text(text).count() == 0
+
+
+def _empty_dashboard(page, app_url: str):
+    """The Dashboard, loaded and idle, with the uploads of earlier tests of this browser forgotten."""
+    page.goto(f"{app_url}/dashboard")
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    _wait_app_idle(page)
+    forget = page.get_by_role("button", name="Forget all")
+    if forget.count():
+        forget.click()
+        _wait_app_idle(page)
+    return page
 
 
 def _wait_images_painted(page, n: int) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.common import EXIT_OK, Parser, UsageError, positive_int, report_usage_error, require_data_dir  # noqa: E402
+from cli.common import EXIT_OK, Parser, UsageError, positive_int, report_usage_error, require_data_dir, require_yolo8_dir  # noqa: E402
 from important_variables import CONFIG  # noqa: E402
 
 log = logging.getLogger("fit_ood")
@@ -122,13 +122,9 @@ def fracatlas_sets(data_dir: Path, limit: int, valid_limit: int | None, seed: in
 
 def second_source_sets(limit: int, seed: int) -> dict[str, list[Path]]:
     """BoneFractureYolo8's train part (``limit`` originals at random, one copy each) and its valid part."""
-    from fracture.bone_fracture_yolo8 import BoneFractureYolo8, is_yolo8_dir
-    from important_variables import resolve_yolo8_dir
+    from fracture.bone_fracture_yolo8 import BoneFractureYolo8
 
-    root = resolve_yolo8_dir()
-    if not is_yolo8_dir(root):
-        raise UsageError(f"--second-source needs BoneFractureYolo8; set ${CONFIG.yolo8_env_var}")
-    ds = BoneFractureYolo8(root)
+    ds = BoneFractureYolo8(require_yolo8_dir())
     train = one_per_original(sorted(r.path for r in ds.records("train")))
     random.Random(seed).shuffle(train)
     return {"train": sorted(train[:limit]), "valid": [r.path for r in ds.records("valid")]}

@@ -7,8 +7,8 @@ import logging
 import math
 from pathlib import Path
 
-from cli.common import UsageError
-from important_variables import CONFIG, resolve_yolo8_dir
+from cli.common import require_yolo8_dir
+from important_variables import CONFIG
 
 log = logging.getLogger("train")
 
@@ -59,12 +59,9 @@ def training_split(args, atlas):
     fracatlas = load_native_split(atlas, "train", limit=args.limit)
     if args.sources == "fracatlas":
         return fracatlas
-    from fracture.bone_fracture_yolo8 import SOURCE_NAME, BoneFractureYolo8, is_yolo8_dir
+    from fracture.bone_fracture_yolo8 import SOURCE_NAME, BoneFractureYolo8
 
-    root = resolve_yolo8_dir(args.yolo8_data)
-    if not is_yolo8_dir(root):
-        raise UsageError(f"{root or 'BoneFractureYolo8'}: BoneFractureYolo8 not found; pass --yolo8-data or set $BONEFRACTURE_YOLO8_DIR")
-    second = load_native_split(BoneFractureYolo8(root), "train", limit=args.limit)
+    second = load_native_split(BoneFractureYolo8(require_yolo8_dir(args.yolo8_data)), "train", limit=args.limit)
     log.info("second source %s: %d fractured train images", SOURCE_NAME, int(second.fractured.sum()))
     return concat_splits({"FracAtlas": fracatlas, SOURCE_NAME: second})
 
