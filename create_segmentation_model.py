@@ -264,6 +264,93 @@ def choose_precision(requested: str = "auto", name: str | None = None, timer=tim
     return "mixed_bfloat16" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "float32"
 
 
+#: bf16 inference is allowed only when a model's valid metrics (findings F1, Dice, AUC) under it
+#: stay within this of float32 (the manifest's ``bf16_inference`` check, ``tools/check_bf16.py``).
+BF16_INFERENCE_TOLERANCE = 0.005
+#: The side of the square input a forward pass is timed on (native-scale images are ~450 x 380 px).
+FORWARD_TIMING_SIDE = 384
+
+
+def precision_twin(model: keras.Model, policy: str) -> keras.Model:
+    """The same layers and input shape as ``model`` (any functional Keras model), computing under Keras
+    dtype ``policy`` ('float32' or 'mixed_bfloat16').
+
+    The weights are copied (variables stay float32 under 'mixed_bfloat16'; only the
+    computation is bf16), the outputs keep the model's dtype policy's output dtype.
+    """
+    def recast(layer):
+        # Each layer's config names its own dtype policy, so a global policy would not reach a clone.
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    twin = keras.models.clone_model(model, clone_function=recast)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def time_forward(model: keras.Model, side: int = FORWARD_TIMING_SIDE, runs: int = 3) -> float:
+    """Median seconds of one (1, side, side, 3) forward pass of ``model`` (after one warm-up pass).
+
+    A fixed-size model is timed at its own input size.
+    """
+    import time
+
+    import numpy as np
+
+    h, w = (model.input_shape[1] or side), (model.input_shape[2] or side)
+    x = np.random.default_rng(0).random((1, h, w, CONFIG.input_channels), dtype=np.float32)
+    model.predict_on_batch(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.predict_on_batch(x)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def bf16_check_allows(check, sha256: str | None) -> bool:
+    """True when a manifest's ``bf16_inference`` check says bf16 kept these very weights' valid metrics.
+
+    check: ``{"model_sha256", "allowed", "max_delta", ...}`` as ``tools/check_bf16.py`` writes it;
+    a check of other weights (another SHA-256), without ``allowed`` or over the tolerance allows nothing.
+    """
+    if not isinstance(check, dict) or check.get("allowed") is not True:
+        return False
+    if sha256 is None or check.get("model_sha256") != sha256:
+        return False
+    delta = check.get("max_delta")
+    return isinstance(delta, (int, float)) and 0 <= delta <= BF16_INFERENCE_TOLERANCE
+
+
+def inference_precision(model: keras.Model, check=None, sha256: str | None = None, requested: str = "auto",
+                        timer: Callable[[keras.Model], float] | None = None) -> tuple[keras.Model, str, str]:
+    """(model to run, Keras dtype policy name, the reason in words) for inference.
+
+    ``requested`` 'float32' or 'mixed_bfloat16' is obeyed. 'auto' runs bf16 only when all three
+    hold: the CPU has native bf16 instructions (``cpu_bf16_flags``; emulated bf16 is many times
+    slower), the model's manifest ``check`` allows it for these weights (``bf16_check_allows``:
+    valid metrics within ``BF16_INFERENCE_TOLERANCE``), and a short forward measurement finds bf16
+    at least ``BF16_MIN_SPEEDUP`` x faster (``timer(model)``: seconds per pass, default
+    ``time_forward``): bf16 sped the
+    seed U-Net's forward up 1.7x on an AVX512-BF16 CPU and slowed the Lite0-UNet's training there.
+    """
+    if requested == "float32":
+        return model, "float32", "float32 requested"
+    if requested == "mixed_bfloat16":
+        return precision_twin(model, "mixed_bfloat16"), "mixed_bfloat16", "bf16 requested"
+    if requested != "auto":
+        raise ValueError(f"unknown precision {requested!r}: 'auto', 'float32' or 'mixed_bfloat16'")
+    if not cpu_bf16_flags():
+        return model, "float32", "this CPU has no native bf16 instructions"
+    if not bf16_check_allows(check, sha256):
+        return model, "float32", "bf16 not checked on valid for these weights, or it changed the metrics"
+    twin = precision_twin(model, "mixed_bfloat16")
+    timer = timer or time_forward
+    fp32, bf16 = timer(model), timer(twin)
+    if fp32 >= BF16_MIN_SPEEDUP * bf16:
+        return twin, "mixed_bfloat16", f"bf16 forward {fp32 / bf16:.2f}x faster than float32 here"
+    return model, "float32", f"bf16 forward not faster here ({fp32 * 1e3:.0f} ms float32 vs {bf16 * 1e3:.0f} ms bf16)"
+
+
 def load_segmentation_model(
     path: Path | str,
     expected_sha256: str | None = None,

@@ -113,8 +113,10 @@ class Predictor:
 
     def __init__(self, model, name: str = "model", jit_compile: bool = False, warmup: bool = True, *,
                  tta: bool = False, finding_rule: FindingRule | None = None, image_score: str = "max_prob",
-                 ood: OodCheck | None = None, feature_layer: str | None = None):
+                 ood: OodCheck | None = None, feature_layer: str | None = None, precision: str = "float32"):
         self.model = model
+        #: The Keras dtype policy ``model`` computes under ('float32' or 'mixed_bfloat16'), as reported.
+        self.precision = precision
         self.name = name
         self.tta = tta
         self.finding_rule = finding_rule or FindingRule()
@@ -219,25 +221,33 @@ class Predictor:
         return [prob for prob, _ in self.predict_maps(images)]
 
 
-def predictor_for(model, name: str, entry=None, **kwargs) -> Predictor:
+def predictor_for(model, name: str, entry=None, precision: str = "auto", **kwargs) -> Predictor:
     """The Predictor a shipped model is meant to run with, as its manifest entry says.
 
     entry: a ``inference.manifest.ModelEntry`` (or None: the seed's fixed 256² path, plain
     findings, max-probability image score). ``"inference": {"scale": "native", "tta": ...}``
     selects the whole-image native-scale twin; ``"findings"`` holds the FindingRule fields;
-    ``"image_score"`` names the image-level score. ``kwargs`` go to :class:`Predictor`.
+    ``"image_score"`` names the image-level score. ``precision``: 'auto' (bf16 only on a CPU with
+    native bf16, where the entry's ``bf16_inference`` check allows it and it measures faster:
+    ``create_segmentation_model.inference_precision``), 'float32' or 'mixed_bfloat16'.
+    ``kwargs`` go to :class:`Predictor`.
     """
+    # Keras builders: imported only when a model is loaded.
+    from create_segmentation_model import inference_precision, variable_size_twin
+
     inference = (entry.inference if entry is not None else None) or {}
     if inference.get("scale") == "native" and model.input_shape[1] is not None:
-        from create_segmentation_model import variable_size_twin  # Keras builders: only when a model is loaded
-
         model = variable_size_twin(model)
+    model, policy, why = inference_precision(model, entry.get("bf16_inference") if entry is not None else None,
+                                             entry.sha256 if entry is not None else None, precision)
+    log.info("%s: inference in %s (%s)", name, policy, why)
     rule = FindingRule(**(entry.get("findings") or {})) if entry is not None else None
     score = (entry.image_score if entry is not None else None) or "max_prob"
     if "ood" not in kwargs and entry is not None:
         # Only a check fitted for these very weights (its SHA-256): a re-shipped model has none.
         kwargs["ood"] = OodCheck.from_entry(entry.get("ood"), sha256=entry.sha256)
-    return Predictor(model, name, tta=bool(inference.get("tta", False)), finding_rule=rule, image_score=score, **kwargs)
+    return Predictor(model, name, tta=bool(inference.get("tta", False)), finding_rule=rule, image_score=score,
+                     precision=policy, **kwargs)
 
 
 def _predict_maps(predictor, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:

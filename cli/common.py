@@ -92,3 +92,24 @@ def require_yolo8_dir(cli_value: str | None = None) -> Path:
         raise UsageError(f"{root or 'BoneFractureYolo8'}: BoneFractureYolo8 not found; pass --yolo8-data DIR or set "
                          f"${CONFIG.yolo8_env_var}")
     return root
+
+
+def load_listed_model(name: str, saved_model_dir: Path):
+    """(Keras model, ``inference.manifest.ModelEntry``) of model ``name`` of ``saved_model_dir``'s manifest,
+    its file verified against the manifest's SHA-256 as the app does; UsageError with one line otherwise."""
+    from cli import quiet_tf
+
+    quiet_tf.import_tensorflow()
+    from create_segmentation_model import load_segmentation_model
+    from inference.manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest
+
+    try:
+        entry = model_entry(name, read_manifest(saved_model_dir / "manifest.json"))
+    except ManifestError as exc:
+        raise UsageError(str(exc)) from exc
+    if not entry.listed or not entry.file:
+        raise UsageError(f"no model {name!r} with a file in {saved_model_dir / 'manifest.json'}")
+    try:
+        return load_segmentation_model(saved_model_dir / entry.file), entry
+    except ModelIntegrityError as exc:
+        raise UsageError(f"model refused: {exc}") from exc

@@ -91,7 +91,7 @@ def run_inference(predictor, records: list, threshold: float, batch_size: int = 
 
 
 def settings_of(predictor) -> dict:
-    """What made and cut the maps (report ``settings``): scale, TTA, finding rule, image score.
+    """What made and cut the maps (report ``settings``): scale, TTA, finding rule, image score, precision.
 
     A stand-in predictor (tests) without these attributes gets the Predictor defaults.
     """
@@ -101,4 +101,5 @@ def settings_of(predictor) -> dict:
         "tta": bool(getattr(predictor, "tta", False)),
         "findings_rule": asdict(rule),
         "image_score": getattr(predictor, "image_score", "max_prob"),
+        "precision": getattr(predictor, "precision", "float32"),
     }

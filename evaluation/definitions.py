@@ -58,7 +58,8 @@ DEFINITIONS = {
     "the images of the scope; all_background = the same for a prediction of nothing",
     "settings": "how the probability maps were made and cut: scale (native = whole image at the "
     "training scale, fixed = squeezed to the model's input), tta (averaged with the horizontally "
-    "flipped pass), findings_rule, image_score",
+    "flipped pass), findings_rule, image_score, precision (the Keras dtype policy of the forward "
+    "pass: float32, or mixed_bfloat16 where it was checked on valid and measured faster)",
 }
 #: Top-level keys every report has (the tests check them).
 REPORT_KEYS = (

@@ -64,7 +64,9 @@ class Validator:
             from prediction import predictor_for
 
             name = getattr(model_or_predictor, "name", "model")
-            self._wrapped = (model_or_predictor, predictor_for(model_or_predictor, name, self.entry))
+            # float32: a checkpoint is chosen on the numbers of the weights themselves (a bf16 check
+            # of the shipped weights says nothing of a training checkpoint's).
+            self._wrapped = (model_or_predictor, predictor_for(model_or_predictor, name, self.entry, precision="float32"))
         return self._wrapped[1]
 
     def settings(self, model_or_predictor) -> dict:

@@ -394,8 +394,21 @@ def training_facts(entry: Mapping | None) -> list[tuple[str, str]]:
         ("Borderline band below the threshold", None if margin is None else
          ("none (no borderline state)" if margin == 0 else f"{margin:.2f}")),
         ("Image score (for the likelihood and ROC)", IMAGE_SCORE_WORDS.get(score, score) if isinstance(score, str) else None),
+        ("bfloat16 inference", _bf16_words(entry)),
     ]
     return [(label, "–" if value is None else value) for label, value in rows]
+
+
+def _bf16_words(entry: Mapping) -> str:
+    """What the entry's ``bf16_inference`` check says, for these weights (a check of other weights says nothing)."""
+    check = entry.get("bf16_inference")
+    if not isinstance(check, Mapping) or check.get("model_sha256") != entry.get("sha256"):
+        return "not checked on the validation images: runs in float32"
+    delta = _number(check.get("max_delta"))
+    if check.get("allowed") is True:
+        return (f"checked on the validation images (largest metric change {delta}): used on CPUs with native "
+                "bfloat16 where it is faster, float32 elsewhere")
+    return f"checked on the validation images, not used (largest metric change {delta}): runs in float32"
 
 
 def _threshold_words(entry: Mapping) -> str | None:

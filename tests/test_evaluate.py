@@ -40,7 +40,7 @@ SECTION_FIELDS = {
     "image_level": {"roc_auc", "sensitivity", "specificity", "false_findings_per_negative_image",
                     "findings_per_fractured_image", "n_fractured", "n_negative"},
     "timing": {"inference_s", "total_s", "images_per_s"},
-    "settings": {"scale", "tta", "findings_rule", "image_score"},
+    "settings": {"scale", "tta", "findings_rule", "image_score", "precision"},
 }
 UNIT_INTERVAL = [
     ("segmentation", "dice_mean"), ("segmentation", "dice_median"), ("segmentation", "iou_mean"),
@@ -89,6 +89,7 @@ def test_cli_end_to_end_on_4_fractured_and_4_negative_images(data_dir, tmp_path,
     s = report["settings"]
     assert s["scale"] == (entry.get("inference") or {}).get("scale", "fixed")
     assert s["image_score"] == entry.get("image_score", "max_prob")
+    assert s["precision"] in ("float32", "mixed_bfloat16")
     for key, value in (entry.get("findings") or {}).items():
         assert s["findings_rule"][key] == value, key
     c = report["counts"]

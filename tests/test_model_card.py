@@ -151,4 +151,10 @@ def test_training_facts_in_words_without_internal_keys_or_paths():
     for internal in ("topk_mean", "findings_f1_iou25", "params", "/abs", ".scratch", "evaluated now"):
         assert internal not in text
     assert dict(training_facts({}))["Started from"] == "–"
+    sha = "ab" * 32
+    bf16 = {"model_sha256": sha, "allowed": True, "max_delta": 0.002}
+    assert "float32" in dict(training_facts({"sha256": sha}))["bfloat16 inference"]
+    assert "used on CPUs" in dict(training_facts({"sha256": sha, "bf16_inference": bf16}))["bfloat16 inference"]
+    assert "not used" in dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "allowed": False}}))["bfloat16 inference"]
+    assert "not checked" in dict(training_facts({"sha256": "cd" * 32, "bf16_inference": bf16}))["bfloat16 inference"]
     assert dict(training_facts({"training_command": "python train.py --model unet"}))["Started from"] == "random weights"

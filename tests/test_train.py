@@ -359,7 +359,8 @@ def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_pa
     shipped = model_entry("encoder_decoder")
     assert noted["valid_scoring"] == {"scale": "native", "tta": False,
                                       "findings_rule": asdict(FindingRule(**(shipped.get("findings") or {}))),
-                                      "image_score": shipped.get("image_score") or "max_prob"}
+                                      "image_score": shipped.get("image_score") or "max_prob",
+                                      "precision": "float32"}  # the validator scores checkpoints in float32
     # Snapshots hold the weights only (no optimizer slots): they load into a fresh, uncompiled model.
     model = train_recipe.load_weights_model("encoder_decoder", run / "epochs" / "ep001.weights.h5")
     assert model.count_params() == 1_554_498

@@ -38,7 +38,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.common import EXIT_OK, Parser, UsageError, positive_int, report_usage_error, require_data_dir, require_yolo8_dir  # noqa: E402
+from cli.common import (  # noqa: E402
+    EXIT_OK,
+    Parser,
+    UsageError,
+    load_listed_model,
+    positive_int,
+    report_usage_error,
+    require_data_dir,
+    require_yolo8_dir,
+)
 from important_variables import CONFIG  # noqa: E402
 
 log = logging.getLogger("fit_ood")
@@ -131,26 +140,6 @@ def second_source_sets(limit: int, seed: int) -> dict[str, list[Path]]:
 
 
 # --------------------------------------------------------------------------- features
-def load_model(name: str, saved_model_dir: Path):
-    """(Predictor-ready Keras model, manifest entry) of model ``name``, verified against the manifest."""
-    from cli import quiet_tf
-
-    quiet_tf.import_tensorflow()
-    from create_segmentation_model import load_segmentation_model
-    from inference.manifest import ManifestError, ModelIntegrityError, model_entry, read_manifest
-
-    try:
-        entry = model_entry(name, read_manifest(saved_model_dir / "manifest.json"))
-    except ManifestError as exc:
-        raise UsageError(str(exc)) from exc
-    if not entry.listed or not entry.file:
-        raise UsageError(f"no model {name!r} with a file in {saved_model_dir / 'manifest.json'}")
-    try:
-        return load_segmentation_model(saved_model_dir / entry.file), entry
-    except ModelIntegrityError as exc:
-        raise UsageError(f"model refused: {exc}") from exc
-
-
 def features_of(predictor, files: list[Path], batch_size: int, label: str):
     """(features (N, C) float32, the N files read); an unreadable file is skipped with one log line."""
     import numpy as np
@@ -223,7 +212,7 @@ def run(args) -> dict:
         if label in sets:
             raise UsageError(f"--check {label}=...: the label {label!r} is taken")
         sets[label] = check_files(folder, args.check_limit, args.seed)
-    model, entry = load_model(args.model, saved)
+    model, entry = load_listed_model(args.model, saved)
     layer = args.layer or deepest_feature_layer(model)
     predictor = predictor_for(model, args.model, entry, feature_layer=layer, ood=None)
     key = {"model_sha256": entry.sha256, "layer": layer, "inference": entry.inference,
