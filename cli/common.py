@@ -113,3 +113,17 @@ def load_listed_model(name: str, saved_model_dir: Path):
         return load_segmentation_model(saved_model_dir / entry.file), entry
     except ModelIntegrityError as exc:
         raise UsageError(f"model refused: {exc}") from exc
+
+
+def run_tool(prog: str, parser: argparse.ArgumentParser, run, argv: list[str] | None = None) -> int:
+    """Parse ``argv``, log warnings to stderr, call ``run(args)``: EXIT_OK, or EXIT_USAGE with one line
+    on a UsageError (``<prog>: error: ...``). The ``main`` of the tools under ``tools/``."""
+    import logging
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        run(args)
+    except UsageError as exc:
+        return report_usage_error(prog, exc)
+    return EXIT_OK

@@ -39,14 +39,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli.common import (  # noqa: E402
-    EXIT_OK,
     Parser,
     UsageError,
     load_listed_model,
     positive_int,
-    report_usage_error,
     require_data_dir,
     require_yolo8_dir,
+    run_tool,
 )
 from important_variables import CONFIG  # noqa: E402
 
@@ -263,13 +262,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        run(args)
-    except UsageError as exc:
-        return report_usage_error("fit_ood.py", exc)
-    return EXIT_OK
+    return run_tool("fit_ood.py", build_parser(), run, argv)
 
 
 if __name__ == "__main__":
