@@ -26,7 +26,14 @@ from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
 from important_variables import CONFIG, MODEL_NAMES, PAD_MULTIPLES
-from inference.manifest import ModelIntegrityError, read_manifest, sha256_file, verify_model_file  # noqa: F401  (re-exported)
+from inference.manifest import (  # noqa: F401  (re-exported)
+    BF16_INFERENCE_TOLERANCE,
+    ModelIntegrityError,
+    bf16_check_allows,
+    read_manifest,
+    sha256_file,
+    verify_model_file,
+)
 
 INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
 
@@ -264,9 +271,6 @@ def choose_precision(requested: str = "auto", name: str | None = None, timer=tim
     return "mixed_bfloat16" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "float32"
 
 
-#: bf16 inference is allowed only when a model's valid metrics (findings F1, Dice, AUC) under it
-#: stay within this of float32 (the manifest's ``bf16_inference`` check, ``tools/check_bf16.py``).
-BF16_INFERENCE_TOLERANCE = 0.005
 #: The side of the square input a forward pass is timed on (native-scale images are ~450 x 380 px).
 FORWARD_TIMING_SIDE = 384
 
@@ -305,20 +309,6 @@ def time_forward(model: keras.Model, side: int = FORWARD_TIMING_SIDE, runs: int 
         model.predict_on_batch(x)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
-
-
-def bf16_check_allows(check, sha256: str | None) -> bool:
-    """True when a manifest's ``bf16_inference`` check says bf16 kept these very weights' valid metrics.
-
-    check: ``{"model_sha256", "allowed", "max_delta", ...}`` as ``tools/check_bf16.py`` writes it;
-    a check of other weights (another SHA-256), without ``allowed`` or over the tolerance allows nothing.
-    """
-    if not isinstance(check, dict) or check.get("allowed") is not True:
-        return False
-    if sha256 is None or check.get("model_sha256") != sha256:
-        return False
-    delta = check.get("max_delta")
-    return isinstance(delta, (int, float)) and 0 <= delta <= BF16_INFERENCE_TOLERANCE
 
 
 def inference_precision(model: keras.Model, check=None, sha256: str | None = None, requested: str = "auto",

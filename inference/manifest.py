@@ -90,6 +90,25 @@ def valid_threshold(value: Any) -> float | None:
     return t if math.isfinite(t) and 0.0 < t < 1.0 else None
 
 
+#: bf16 inference is allowed only when a model's valid metrics (findings F1, Dice, AUC) under it
+#: stay within this of float32 (the entry's ``bf16_inference`` check, ``tools/check_bf16.py``).
+BF16_INFERENCE_TOLERANCE = 0.005
+
+
+def bf16_check_allows(check, sha256: str | None) -> bool:
+    """True when a manifest's ``bf16_inference`` check says bf16 kept these very weights' valid metrics.
+
+    check: ``{"model_sha256", "allowed", "max_delta", ...}`` as ``tools/check_bf16.py`` writes it;
+    a check of other weights (another SHA-256), without ``allowed`` or over the tolerance allows nothing.
+    """
+    if not isinstance(check, Mapping) or check.get("allowed") is not True:
+        return False
+    if sha256 is None or check.get("model_sha256") != sha256:
+        return False
+    delta = check.get("max_delta")
+    return isinstance(delta, (int, float)) and 0 <= delta <= BF16_INFERENCE_TOLERANCE
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One model's manifest entry. ``data`` is the raw dict (unknown keys included, do not mutate)."""
@@ -261,6 +280,7 @@ def update_entry(name: str, changes: Mapping[str, Any], path: Path | str | None 
 
 __all__ = [
     "MANIFEST_NAME", "ManifestError", "ModelIntegrityError", "ModelEntry", "VerifiedModel",
+    "BF16_INFERENCE_TOLERANCE", "bf16_check_allows",
     "manifest_path_for", "read_manifest", "read_manifest_or_empty", "valid_threshold", "model_entry",
     "entry_for_file", "model_threshold", "sha256_file", "verify_model_file", "write_manifest", "update_entry",
 ]

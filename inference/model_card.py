@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.calibration import reliability_report, scores_and_labels, valid_calibration
+from inference.manifest import bf16_check_allows
 
 
 def read_metrics(path: Path) -> dict | None:
@@ -405,7 +406,7 @@ def _bf16_words(entry: Mapping) -> str:
     if not isinstance(check, Mapping) or check.get("model_sha256") != entry.get("sha256"):
         return "not checked on the validation images: runs in float32"
     delta = _number(check.get("max_delta"))
-    if check.get("allowed") is True:
+    if bf16_check_allows(check, entry.get("sha256")):  # the very rule prediction applies
         return (f"checked on the validation images (largest metric change {delta}): used on CPUs with native "
                 "bfloat16 where it is faster, float32 elsewhere")
     return f"checked on the validation images, not used (largest metric change {delta}): runs in float32"

@@ -11,7 +11,7 @@ findings F1 (the threshold criterion), mean Dice on the fractured images, image 
 
 Unless ``--dry-run``, the outcome goes into ``models.<NAME>.bf16_inference`` with the
 SHA-256 of the weights: ``allowed`` is true only when every metric moved by at most
-``create_segmentation_model.BF16_INFERENCE_TOLERANCE`` (0.005) on the *whole* valid split.
+``inference.manifest.BF16_INFERENCE_TOLERANCE`` (0.005) on the *whole* valid split.
 Prediction then runs bf16 only on a CPU with native bf16 instructions where bf16 also
 measures faster (``create_segmentation_model.inference_precision``). On a CPU without them
 bf16 is emulated: the check still gives the right answer, many times more slowly.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import platform
 import sys
 import time
@@ -40,8 +39,6 @@ from cli.common import (  # noqa: E402
     run_tool,
 )
 from important_variables import CONFIG  # noqa: E402
-
-log = logging.getLogger("check_bf16")
 
 POLICIES = ("float32", "mixed_bfloat16")
 METRICS = ("f1", "dice_mean", "roc_auc")
@@ -70,7 +67,7 @@ def metrics_of(cases: list, threshold: float) -> dict:
 
 def compare(metrics: dict[str, dict], full_split: bool) -> dict:
     """The verdict from ``{policy: {metric: value}}``: per-metric deltas, their maximum, ``allowed``."""
-    from create_segmentation_model import BF16_INFERENCE_TOLERANCE
+    from inference.manifest import BF16_INFERENCE_TOLERANCE
 
     deltas = {m: abs(metrics["mixed_bfloat16"][m] - metrics["float32"][m]) for m in METRICS}
     max_delta = max(deltas.values())
