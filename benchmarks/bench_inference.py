@@ -114,7 +114,7 @@ def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs
     pred = predictor_for(model, name, model_entry(name))
     xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]
     if pred.native:  # forward timings on what the model really sees: the whole image at training scale
-        xs = [np.repeat(pad_to_multiple(native_input(read_image_file(p).pixels))[None, ..., None], 3, -1)
+        xs = [np.repeat(pad_to_multiple(native_input(read_image_file(p).pixels), pred.pad_multiple)[None, ..., None], 3, -1)
               for p in paths[: max(runs, 8)]]
 
     naive_xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]
