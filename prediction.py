@@ -92,6 +92,11 @@ def native_input(pixels: np.ndarray) -> np.ndarray:
     return to_native_gray(to_model_gray(pixels)).astype(np.float32, copy=False)
 
 
+def _as_channels(grays: np.ndarray) -> np.ndarray:
+    """(N, h, w) grey → (N, h, w, C): the grey repeated over the model's C input channels."""
+    return np.repeat(grays[..., None], CONFIG.input_channels, axis=-1)
+
+
 class Predictor:
     """A loaded model behind a compiled forward pass.
 
@@ -189,6 +194,13 @@ class Predictor:
         """
         return self.forward_features(batch)[0]
 
+    def model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """One decoded image → the (1, h, w, 3) float32 batch in [0, 1] that :meth:`forward` gets for it:
+        h = w = 256 when fixed; at the training scale, zero-padded to ``pad_multiple``, when native."""
+        if not self.native:
+            return preprocess(pixels)[None]
+        return _as_channels(pad_to_multiple(native_input(pixels), self.pad_multiple)[None])
+
     def predict_maps(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Decoded images → (probability map, pooled features) each: the map (256, 256) when fixed,
         (h, w) at the training scale when native; the features (C,) float32, the global average
@@ -208,7 +220,7 @@ class Predictor:
         for i, x in enumerate(padded):  # images of one padded size share a forward call
             groups.setdefault(x.shape, []).append(i)
         for idx in groups.values():
-            batch = np.repeat(np.stack([padded[i] for i in idx])[..., None], CONFIG.input_channels, axis=-1)
+            batch = _as_channels(np.stack([padded[i] for i in idx]))
             probs, fmaps = self.forward_features(batch)
             for k, i in enumerate(idx):
                 h, w = grays[i].shape

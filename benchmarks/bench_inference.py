@@ -104,20 +104,18 @@ def pick_images(data_dir: Path, n: int, n_big: int):
 
 def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs: int, xla: bool) -> dict:
     from create_segmentation_model import load_named_model
-    from imaging.image_io import load_image, pad_to_multiple, read_image_file
+    from imaging.image_io import load_image, read_image_file
     from inference.manifest import model_entry, model_threshold
-    from prediction import Predictor, analyse_image, native_input, predictor_for, preprocess
+    from prediction import Predictor, analyse_image, predictor_for, preprocess
 
     threshold = model_threshold(name)
     model = load_named_model(name)
     # The shipped way to run it (native scale when the manifest says so), as the app and predict.py do.
     pred = predictor_for(model, name, model_entry(name))
-    xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]
-    if pred.native:  # forward timings on what the model really sees: the whole image at training scale
-        xs = [np.repeat(pad_to_multiple(native_input(read_image_file(p).pixels), pred.pad_multiple)[None, ..., None], 3, -1)
-              for p in paths[: max(runs, 8)]]
-
-    naive_xs = [preprocess(read_image_file(p).pixels)[None] for p in paths[: max(runs, 8)]]
+    pixels = [read_image_file(p).pixels for p in paths[: max(runs, 8)]]
+    # Forward timings on what the model really sees (the whole image at training scale when native).
+    xs = [pred.model_input(px) for px in pixels]
+    naive_xs = [preprocess(px)[None] for px in pixels]
 
     def naive(x):
         prob = model.predict(x, verbose=0)[0, :, :, 1]

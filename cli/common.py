@@ -7,6 +7,7 @@ for a usage error (argparse's own errors included, without the usage block).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -118,8 +119,6 @@ def load_listed_model(name: str, saved_model_dir: Path):
 def run_tool(prog: str, parser: argparse.ArgumentParser, run, argv: list[str] | None = None) -> int:
     """Parse ``argv``, log warnings to stderr, call ``run(args)``: EXIT_OK, or EXIT_USAGE with one line
     on a UsageError (``<prog>: error: ...``). The ``main`` of the tools under ``tools/``."""
-    import logging
-
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -54,6 +54,10 @@ def test_native_predictor_equals_a_direct_padded_forward(seed_model):
         x = pad_to_multiple(img.astype(np.float32) / 255)
         direct = twin(np.repeat(x[None, ..., None], 3, -1)).numpy()[0, : img.shape[0], : img.shape[1], CONFIG.fracture_channel]
         np.testing.assert_allclose(prob, direct, atol=1e-5)
+        # model_input is that very padded batch, the one forward gets for this image.
+        batch = pred.model_input(img)
+        assert batch.dtype == np.float32 and batch.shape == (1, *x.shape, 3)
+        np.testing.assert_allclose(batch, np.repeat(x[None, ..., None], 3, -1), rtol=0, atol=1e-7)
     # Results come back at each image's own size.
     results = predict_images(pred, images, 0.5)
     assert [r.prob.shape for r in results] == [i.shape for i in images]
