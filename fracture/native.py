@@ -201,6 +201,19 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
 
 
+def source_share_table(names: list[str], named: dict[str, float]) -> dict[str, float]:
+    """Share of the fracture-holding crops per source: those in ``named`` (each in [0, 1], summing to at most 1)
+    get theirs, the others split the rest equally. Raises ValueError on a share out of range or a name not in ``names``."""
+    unknown = sorted(set(named) - set(names))
+    if unknown:
+        raise ValueError(f"no training source named {', '.join(unknown)} (have {', '.join(names)})")
+    if any(not 0.0 <= v <= 1.0 for v in named.values()) or sum(named.values()) > 1.0 + 1e-9:
+        raise ValueError(f"source shares must lie in [0, 1] and sum to at most 1: {named}")
+    rest = [n for n in names if n not in named]
+    left = max(1.0 - sum(named.values()), 0.0)
+    return {n: named.get(n, left / len(rest) if rest else 0.0) for n in names}
+
+
 class CropSampler:
     """Training batches of a split: the 50/50 sampler of the recipe, one batch per call.
 
@@ -210,18 +223,20 @@ class CropSampler:
     """
 
     def __init__(self, split: NativeSplit, crop: int = CONFIG.input_size, fractured_share: float = 0.5,
-                 aug: CropAugment | None = CropAugment()):
+                 aug: CropAugment | None = CropAugment(), source_shares: dict[str, float] | None = None):
         self.split, self.crop, self.fractured_share, self.aug = split, crop, fractured_share, aug
         self.frac = np.flatnonzero(split.fractured)
         self.neg = np.flatnonzero(~split.fractured)
         self._pixels = {int(i): fracture_pixels(split.masks[i]) for i in self.frac}
-        # Several sources: each gives the same share of the fracture-holding crops, so the larger
-        # one (with its augmented copies) does not drown the other; negatives stay uniform.
+        # Several sources: each gives the same share of the fracture-holding crops (or the share
+        # ``source_shares`` names for it; the unnamed ones split the rest), so the larger one (with its
+        # augmented copies) does not drown the other; negatives stay uniform.
         self.frac_p = None
         if split.sources is not None and len(self.frac) and len(set(split.sources[self.frac])) > 1:
             src = split.sources[self.frac]
             counts = {s: int((src == s).sum()) for s in set(src)}
-            p = np.array([1.0 / counts[s] for s in src])
+            shares = source_share_table(sorted(counts), source_shares or {})
+            p = np.array([shares[s] / counts[s] for s in src])
             self.frac_p = p / p.sum()
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +256,7 @@ class CropSampler:
 
 
 def crop_batches(split: NativeSplit, batch_size: int, seed: int, start: int, crop: int = CONFIG.input_size,
-                 fractured_share: float = 0.5, workers: int | None = None):
+                 fractured_share: float = 0.5, workers: int | None = None, source_shares: dict[str, float] | None = None):
     """Endless ``keras.utils.PyDataset`` of :meth:`CropSampler.batch` batches (any Keras backend).
 
     Batch ``i`` is drawn with the generator seeded by (seed, start, i): reproducible with
@@ -251,7 +266,7 @@ def crop_batches(split: NativeSplit, batch_size: int, seed: int, start: int, cro
     """
     import keras
 
-    sampler = CropSampler(split, crop, fractured_share)
+    sampler = CropSampler(split, crop, fractured_share, source_shares=source_shares)
     n_workers = workers or os.cpu_count() or 2
 
     class CropBatches(keras.utils.PyDataset):

@@ -27,9 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from important_variables import DEFAULT_MODEL, MODEL_NAMES
+
 pytestmark = pytest.mark.slow  # runs the app while watching the file system
 
 ROOT = Path(__file__).resolve().parents[1]
+SECOND_MODEL = next(m for m in MODEL_NAMES if m != DEFAULT_MODEL)  # the model the user switches to
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -94,7 +97,7 @@ def test_upload_leaves_no_file_behind(real_xray_paths, private_tmp, monkeypatch)
 
     other = Path(real_xray_paths[-1])
     warm = dashboard()
-    for model in ("unet", "encoder_decoder"):
+    for model in (DEFAULT_MODEL, SECOND_MODEL):  # each model's first load happens here, before the watch
         warm.radio(key="model").set_value(model).run()
         warm.file_uploader(key="uploads").set_value((other.name, other.read_bytes(), "image/jpeg")).run()
         assert not warm.exception and len(warm.image) == 2
@@ -109,8 +112,8 @@ def test_upload_leaves_no_file_behind(real_xray_paths, private_tmp, monkeypatch)
     try:
         at.file_uploader(key="uploads").set_value((path.name, data, "image/jpeg")).run()
         assert not at.exception and not at.error and len(at.image) == 2
-        at.slider(key="threshold_unet").set_value(0.3).run()
-        at.radio(key="model").set_value("encoder_decoder").run()
+        at.slider(key=f"threshold_{DEFAULT_MODEL}").set_value(0.3).run()  # the dashboard opens on the default
+        at.radio(key="model").set_value(SECOND_MODEL).run()
         assert not at.exception and len(at.image) == 2
         at.file_uploader(key="uploads").set_value(None).run()  # the user removes the file
         assert not at.exception

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from important_variables import CONFIG, MODEL_LABELS, MODEL_NAMES
+from important_variables import CONFIG, DEFAULT_MODEL, MODEL_LABELS, MODEL_NAMES
 
 pytestmark = pytest.mark.slow  # runs the app (AppTest)
 
@@ -159,6 +159,7 @@ def test_three_states_finding_borderline_and_neutral_no_finding(stub_models, man
 def test_borderline_spot_is_marked_on_the_overlay(stub_models, manifest_dir):
     manifest_dir(unet={"threshold": 0.8, "borderline_margin": 0.1})
     at = upload(dashboard(), ("synthetic.png", png_bytes()))
+    at.radio(key="model").set_value("unet").run()
     key = next(iter(at.session_state["_analyses"]))
     result = at.session_state["_analyses"][key]["results"]["unet"]
     from ui.result_ui import render_ui
@@ -328,7 +329,7 @@ def test_loading_progress_is_shown_while_the_model_loads(monkeypatch):
         at = dashboard()
         uploading.set()
         upload(at, ("synthetic.png", png_bytes()))
-        assert [s.label for s in at.status] == ["U-Net model ready"]
+        assert [s.label for s in at.status] == [f"{MODEL_LABELS[DEFAULT_MODEL]} model ready"]  # the default loads first
         assert len(at.image) == 2
         upload(at, ("other.png", png_bytes(200)))  # ready now: no progress any more
         assert len(at.status) == 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.app_server import ServerError, streamlit_server
-from important_variables import MODEL_LABELS, MODEL_NAMES
+from important_variables import DEFAULT_MODEL, MODEL_LABELS, MODEL_NAMES
 
 try:
     from playwright.sync_api import expect
@@ -103,7 +103,7 @@ def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real
     page.locator("input[type=file]").set_input_files(str(xray))
 
     # Result: two images (input + annotated) and the findings (table, borderline or a neutral "no finding").
-    page.get_by_text("U-Net, threshold").wait_for(timeout=SLOW_MS)
+    page.get_by_text(f"{MODEL_LABELS[DEFAULT_MODEL]}, threshold").wait_for(timeout=SLOW_MS)  # the default model
     findings = (page.locator("[data-testid=stDataFrame]").or_(page.get_by_text("No finding at threshold"))
                 .or_(page.get_by_text("Borderline: no region reached threshold")))
     expect(findings.first).to_be_visible(timeout=SLOW_MS)
@@ -111,7 +111,7 @@ def test_home_dashboard_upload_switch_model_download(app_url, browser_page, real
     _wait_app_idle(page)
     expect(page.locator("[data-testid=stImage] img")).to_have_count(2, timeout=PAGE_MS)
     _wait_images_painted(page, 2)
-    page.screenshot(path=str(ARTIFACTS / "dashboard-unet.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{DEFAULT_MODEL}.png"), full_page=True)
 
     # Switch model in the sidebar: new result without re-uploading.
     page.locator("[data-testid=stSidebar]").get_by_text("Simple encoder-decoder", exact=True).click()

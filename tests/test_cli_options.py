@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from important_variables import CONFIG
+from important_variables import CONFIG, DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_predict_json_has_status_and_stdout_one_line_per_file(tmp_path, real_xra
     lines = capsys.readouterr().out.strip().splitlines()
     records = json.loads(js.read_text())
     assert len(lines) == len(records) == 3  # one summary line per file, nothing else on stdout
-    entry = model_entry("unet").data
+    entry = model_entry(DEFAULT_MODEL).data  # no --model: the default
     margin = borderline_margin(entry)
     for line, r in zip(lines, records, strict=True):
         assert line.startswith(r["file"] + ": ")

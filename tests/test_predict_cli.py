@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 import predict
-from important_variables import CONFIG
+from important_variables import CONFIG, DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,13 +44,13 @@ def test_folder_three_xrays_one_broken(xray_folder, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
     from create_segmentation_model import read_manifest
 
-    entry = read_manifest()["models"]["unet"]
+    entry = read_manifest()["models"][DEFAULT_MODEL]  # no --model: the default
     manifest_threshold = entry["threshold"]
     rule = entry.get("findings") or {}
     # A max-scored finding peaks at or above the threshold; a mean-scored one is at least its grow level.
     floor = manifest_threshold * (min(1.0, rule.get("low_ratio", 1.0)) if rule.get("score") == "mean" else 1.0)
     for r in ok:
-        assert r["model"] == "unet" and r["threshold"] == pytest.approx(manifest_threshold)
+        assert r["model"] == DEFAULT_MODEL and r["threshold"] == pytest.approx(manifest_threshold)
         assert set(r) >= {"file", "model", "width", "height", "fracture_score", "findings", "error"}
         stem = Path(r["file"]).stem
         ann = cv2.imread(str(out / f"{stem}_annotated.png"))

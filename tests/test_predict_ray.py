@@ -21,6 +21,7 @@ import pytest
 
 import predict
 from cli import batch_ray
+from important_variables import DEFAULT_MODEL
 from inference.manifest import ModelEntry, ModelIntegrityError, sha256_file
 
 pytestmark = pytest.mark.slow  # starts a local Ray cluster
@@ -102,7 +103,7 @@ def test_corrupt_file_is_one_error_line_in_the_summary(both_engines, shipped_mod
     assert bad[0]["error"] == local_bad["error"] and "truncated" in bad[0]["error"]
     assert f"error: {bad[0]['error']}" in ray_["err"]
     assert "1 failed" in ray_["err"] and "Traceback" not in ray_["err"]
-    sha = sha256_file(shipped_model_path("unet"))
+    sha = sha256_file(shipped_model_path(DEFAULT_MODEL))  # no --model: the default
     assert {line["model_sha256"] for line in lines} == {sha}
     assert all(line["output_stem"] for line in lines if line["error"] is None)
 

@@ -87,8 +87,9 @@ def test_the_real_export_split(yolo8_dir):
     assert x0 - 1 <= xs.min() and xs.max() <= x1 + 1 and y0 - 1 <= ys.min() and ys.max() <= y1 + 1
 
 
-def test_the_sampler_gives_each_source_half_of_the_fracture_crops():
-    from fracture.native import CropSampler, NativeSplit, concat_splits
+def _two_source_split():
+    """Source A: 2 fractured + 10 negative dark images; source B: 40 fractured bright ones."""
+    from fracture.native import NativeSplit, concat_splits
 
     def split(n_frac, n_neg, value):
         imgs = [np.full((64, 64), value, np.uint8) for _ in range(n_frac + n_neg)]
@@ -96,9 +97,30 @@ def test_the_sampler_gives_each_source_half_of_the_fracture_crops():
         return NativeSplit(imgs, masks, [f"i{i}" for i in range(len(imgs))], np.arange(len(imgs)) < n_frac,
                            np.ones(len(imgs)), [])
 
-    merged = concat_splits({"A": split(2, 10, 50), "B": split(40, 0, 200)})
-    assert list(merged.ids[:2]) == ["A/i0", "A/i1"] and merged.sources[-1] == "B"
-    sampler = CropSampler(merged, crop=32, fractured_share=1.0, aug=None)
+    return concat_splits({"A": split(2, 10, 50), "B": split(40, 0, 200)})
+
+
+def _share_from_a(sampler) -> float:
     x, _ = sampler.batch(np.random.default_rng(0), 400)
-    from_a = np.mean(x[:, 16, 16, 0] < 0.5)  # A's images are dark, B's bright
-    assert 0.4 < from_a < 0.6  # without balancing it would be 2 / 42
+    return float(np.mean(x[:, 16, 16, 0] < 0.5))  # A's images are dark, B's bright
+
+
+def test_the_sampler_gives_each_source_half_of_the_fracture_crops():
+    from fracture.native import CropSampler
+
+    merged = _two_source_split()
+    assert list(merged.ids[:2]) == ["A/i0", "A/i1"] and merged.sources[-1] == "B"
+    assert 0.4 < _share_from_a(CropSampler(merged, crop=32, fractured_share=1.0, aug=None)) < 0.6  # unbalanced: 2 / 42
+
+
+def test_the_sampler_draws_the_named_share_of_fracture_crops_from_a_source():
+    from fracture.native import CropSampler, source_share_table
+
+    merged = _two_source_split()
+    assert 0.69 < _share_from_a(CropSampler(merged, crop=32, fractured_share=1.0, aug=None, source_shares={"A": 0.75})) < 0.81
+    assert _share_from_a(CropSampler(merged, crop=32, fractured_share=1.0, aug=None, source_shares={"A": 0.0})) == 0.0
+    assert source_share_table(["A", "B", "C"], {"A": 0.5}) == {"A": 0.5, "B": 0.25, "C": 0.25}
+    with pytest.raises(ValueError, match="no training source named D"):
+        source_share_table(["A", "B"], {"D": 0.5})
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        source_share_table(["A", "B"], {"A": 0.7, "B": 0.6})

@@ -377,10 +377,10 @@ def test_lite0_from_imagenet_on_both_sources(data_dir, yolo8_dir, tmp_path, monk
     args[args.index("--limit") + 1] = "2"
     args[args.index("--steps-per-epoch") + 1] = "1"
     assert train.main(["--model", "lite0_unet", "--epochs", "1", "--pretrained", "imagenet", "--sources", "fracatlas+yolo8",
-                       "--valid-limit", "2", "--lr", "1e-9", "--warmup-steps", "0", *args]) == 0
+                       "--fracatlas-share", "0.75", "--valid-limit", "2", "--lr", "1e-9", "--warmup-steps", "0", *args]) == 0
     run = tmp_path / "ckpt" / "lite0_unet"
     noted = json.loads((run / "runs.jsonl").read_text())
-    assert (noted["sources"], noted["pretrained"]) == ("fracatlas+yolo8", "imagenet")
+    assert (noted["sources"], noted["pretrained"], noted["fracatlas_share"]) == ("fracatlas+yolo8", "imagenet", 0.75)
     trained = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
     fresh = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
     load_imagenet_encoder(fresh)
@@ -398,6 +398,10 @@ def test_usage_errors_of_the_new_options(data_dir, tmp_path, capsys):
         train.main(["--model", "unet", "--epochs", "1", "--pretrained", "imagenet", *_args(data_dir, tmp_path)])
     assert exc.value.code == 2
     assert "--pretrained imagenet is for --model lite0_unet only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--model", "unet", "--epochs", "1", "--fracatlas-share", "0.7", *_args(data_dir, tmp_path)])
+    assert exc.value.code == 2
+    assert "--fracatlas-share needs a second source" in capsys.readouterr().err
     assert train.main(["--model", "unet", "--epochs", "1", "--sources", "fracatlas+yolo8", "--yolo8-data", str(tmp_path / "nope"),
                        *_args(data_dir, tmp_path)]) == 2
     assert "BoneFractureYolo8 not found" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from cli.common import require_data_dir
 from important_variables import CONFIG, PAD_MULTIPLES
 from inference.manifest import model_entry, read_manifest_or_empty
 from training.history import best_so_far, note_run, read_history
-from training.recipe import compile_model, load_weights_model, lr_schedule, training_split
+from training.recipe import compile_model, load_weights_model, lr_schedule, source_shares, training_split
 
 log = logging.getLogger("train")
 
@@ -94,7 +94,8 @@ def train(args, command: str) -> int:
     minutes_offset = float(rows[-1].get("minutes") or 0.0) if rows else 0.0
     callbacks = make_callbacks(args, ckpt, validator, probe_x, schedule, best_so_far(ckpt, rows, args.monitor), minutes_offset)
     # Seeded by the first epoch too, so a resumed run draws new crops rather than replaying the first epochs'.
-    data = crop_batches(split, args.batch_size, args.seed, start, fractured_share=args.fractured_share, workers=args.workers)
+    data = crop_batches(split, args.batch_size, args.seed, start, fractured_share=args.fractured_share, workers=args.workers,
+                        source_shares=source_shares(args))
     if start >= args.epochs:
         log.info("%s: all %d epochs done already (%s)", args.model, args.epochs, ckpt)
     else:
