@@ -29,6 +29,8 @@ from important_variables import is_fracatlas_dir
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
+#: The source name of FracAtlas's images: reports' ``source``, a merged split's ``NativeSplit.sources``.
+SOURCE_NAME = "FracAtlas"
 BODY_PARTS = ("hand", "leg", "hip", "shoulder")
 COCO_RELPATH = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
 SPLIT_DIR = Path("Utilities") / "Fracture Split"
@@ -102,6 +104,8 @@ class Record:
 
 class FracAtlas:
     """Index of a FracAtlas directory. Reads only CSV/JSON at construction, no images."""
+
+    name = SOURCE_NAME
 
     def __init__(self, root: Path | str):
         self.root = Path(root)

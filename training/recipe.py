@@ -15,7 +15,6 @@ log = logging.getLogger("train")
 #: What ``--monitor`` may choose: the epoch-log keys written by :func:`valid_logs`.
 MONITORS = ("val_dice", "val_ap25", "val_ap50", "val_auc")
 SOURCE_CHOICES = ("fracatlas", "fracatlas+yolo8")
-FRACATLAS_SOURCE = "FracAtlas"  # the source name of FracAtlas's images in a merged split (``NativeSplit.sources``)
 
 LOSS_NOTES = {
     "ce_dice_fractured": "cross-entropy on every sample + per-image soft Dice on samples with fracture (utils.ce_dice_fractured_loss)",
@@ -64,13 +63,15 @@ def training_split(args, atlas):
 
     second = load_native_split(BoneFractureYolo8(require_yolo8_dir(args.yolo8_data)), "train", limit=args.limit)
     log.info("second source %s: %d fractured train images", SOURCE_NAME, int(second.fractured.sum()))
-    return concat_splits({FRACATLAS_SOURCE: fracatlas, SOURCE_NAME: second})
+    return concat_splits({atlas.name: fracatlas, SOURCE_NAME: second})
 
 
 def source_shares(args) -> dict[str, float] | None:
-    """The ``source_shares`` of ``fracture.native.CropSampler`` that ``--fracatlas-share`` asks for (None: equal)."""
-    share = getattr(args, "fracatlas_share", None)
-    return None if share is None or args.sources == "fracatlas" else {FRACATLAS_SOURCE: share}
+    """The ``source_shares`` of ``fracture.native.CropSampler`` that ``--fracatlas-share`` asks for (None: equal;
+    with one source the sampler has nothing to weigh)."""
+    from fracture.dataset import SOURCE_NAME
+
+    return None if args.fracatlas_share is None else {SOURCE_NAME: args.fracatlas_share}
 
 
 def load_weights_model(name: str, source: Path):
