@@ -206,6 +206,78 @@ def variable_size_twin(model: keras.Model) -> keras.Model:
     return twin
 
 
+class FoldedAway(layers.Layer):
+    """Stands where :func:`fold_batch_norms` folded a BatchNormalization into the conv before it:
+    passes its input through, under the BatchNormalization's name (so layer lookups by name,
+    such as the OOD check's feature layer, find the same tensor)."""
+
+    def call(self, x, training=None, mask=None):
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _foldable_pairs(model: keras.Model) -> dict[str, str]:
+    """{conv layer name: BatchNormalization name} for each BN whose input is a Conv2D or DepthwiseConv2D
+    without activation that feeds nothing else (the only case where folding is exact)."""
+    pairs = {}
+    for bn in model.layers:
+        if not isinstance(bn, layers.BatchNormalization) or bn.axis not in (-1, 3, [-1], [3]):
+            continue
+        conv = bn.input._keras_history.operation
+        if (isinstance(conv, (layers.Conv2D, layers.DepthwiseConv2D)) and not isinstance(conv, layers.Conv2DTranspose)
+                and conv.get_config().get("activation") in (None, "linear") and len(conv._outbound_nodes) == 1):
+            pairs[conv.name] = bn.name
+    return pairs
+
+
+def _folded_weights(conv, bn) -> list:
+    """[kernel, bias] of ``conv`` followed by inference-mode ``bn``: scale s = gamma / sqrt(var + eps)
+    on the output channel, bias (b - mean) * s + beta."""
+    import numpy as np
+
+    mean = np.asarray(bn.moving_mean, np.float64)
+    s = (np.asarray(bn.gamma, np.float64) if bn.scale else 1.0) / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+    kernel = np.asarray(conv.kernel, np.float64)
+    bias = np.asarray(conv.bias, np.float64) if conv.use_bias else np.zeros_like(mean)
+    # Conv2D kernel (kh, kw, in, out): out is the last axis; DepthwiseConv2D (kh, kw, C, 1): C is axis 2.
+    shape = (1, 1, -1, 1) if isinstance(conv, layers.DepthwiseConv2D) else (1, 1, 1, -1)
+    return [(kernel * s.reshape(shape)).astype(np.float32), ((bias - mean) * s + beta).astype(np.float32)]
+
+
+def fold_batch_norms(model: keras.Model) -> keras.Model:
+    """An inference twin of ``model`` (any functional Keras model) with each foldable BatchNormalization
+    merged into the conv before it (``_foldable_pairs``): the same outputs within float32 round-off
+    (tests: 1e-5), two element-wise passes fewer per such layer. ``model`` itself when none is foldable.
+
+    Why: Keras computes an inference BatchNormalization as a multiply and an add over the whole
+    activation tensor, which TensorFlow does not fold into a convolution whose weights are variables;
+    on a 2-core CPU folding made the Lite0-UNet's native-scale forward about a sixth faster.
+    The twin copies the weights: it is for inference, never for a model that is still training.
+    """
+    pairs = _foldable_pairs(model)
+    if not pairs:
+        return model
+    folded = set(pairs.values())
+
+    def clone(layer):
+        if layer.name in folded:
+            return FoldedAway(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
+        return layer.__class__.from_config({**config, "use_bias": True} if layer.name in pairs else config)
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if layer.name in folded:
+            continue
+        target = twin.get_layer(layer.name)
+        target.set_weights(_folded_weights(layer, model.get_layer(pairs[layer.name])) if layer.name in pairs
+                           else layer.get_weights())
+    return twin
+
+
 def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The native bfloat16 instruction sets the CPU advertises: a subset of {'amx_bf16', 'avx512_bf16'}."""
     try:

@@ -233,7 +233,7 @@ class Predictor:
         return [prob for prob, _ in self.predict_maps(images)]
 
 
-def predictor_for(model, name: str, entry=None, precision: str = "auto", **kwargs) -> Predictor:
+def predictor_for(model, name: str, entry=None, precision: str = "auto", fold: bool = True, **kwargs) -> Predictor:
     """The Predictor a shipped model is meant to run with, as its manifest entry says.
 
     entry: a ``inference.manifest.ModelEntry`` (or None: the seed's fixed 256² path, plain
@@ -242,14 +242,19 @@ def predictor_for(model, name: str, entry=None, precision: str = "auto", **kwarg
     ``"image_score"`` names the image-level score. ``precision``: 'auto' (bf16 only on a CPU with
     native bf16, where the entry's ``bf16_inference`` check allows it and it measures faster:
     ``create_segmentation_model.inference_precision``), 'float32' or 'mixed_bfloat16'.
+    ``fold``: run the twin with batch norms folded into their convs
+    (``create_segmentation_model.fold_batch_norms``: same maps, faster); False keeps ``model``'s
+    own weights live (a model still training, whose weights change under the Predictor).
     ``kwargs`` go to :class:`Predictor`.
     """
     # Keras builders: imported only when a model is loaded.
-    from create_segmentation_model import inference_precision, variable_size_twin
+    from create_segmentation_model import fold_batch_norms, inference_precision, variable_size_twin
 
     inference = (entry.inference if entry is not None else None) or {}
     if inference.get("scale") == "native" and model.input_shape[1] is not None:
         model = variable_size_twin(model)
+    if fold:
+        model = fold_batch_norms(model)
     model, policy, why = inference_precision(model, entry.get("bf16_inference") if entry is not None else None,
                                              entry.sha256 if entry is not None else None, precision)
     log.info("%s: inference in %s (%s)", name, policy, why)

@@ -9,7 +9,9 @@ Per model, on real FracAtlas test images, after warm-up, ``--runs`` timed runs e
   over the 256x256 probability pixels to find the region's box and score (what the
   original app did);
 - (b) ours, forward only: ``Predictor.forward`` (compiled tf.function, fixed signature)
-  on the same preprocessed image; ``--xla`` adds the XLA-compiled variant;
+  on the same preprocessed image; ``--xla`` adds the XLA-compiled variant; for a model
+  with batch norms, (b-) times the same forward with them not folded into the convs,
+  alternating call by call with (b) so that both see the same machine load;
 - (c) ours, end-to-end: the bytes of a 1024-px JPEG (already in memory) → decode →
   result with findings at full resolution → overlay image.
 
@@ -60,6 +62,21 @@ def timed(fn, inputs: list, warmup: int, runs: int) -> dict:
     return stats_ms(times)
 
 
+def timed_alternating(fns: list, inputs: list, warmup: int, runs: int) -> list[dict]:
+    """Like :func:`timed` for several functions, called in turn on each input (a side-by-side comparison)."""
+    for k in range(warmup):
+        for fn in fns:
+            fn(inputs[k % len(inputs)])
+    times: list[list[float]] = [[] for _ in fns]
+    for k in range(runs):
+        x = inputs[k % len(inputs)]
+        for fn, ts in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn(x)
+            ts.append(time.perf_counter() - t)
+    return [stats_ms(ts) for ts in times]
+
+
 def naive_region(prob: np.ndarray, threshold: float):
     """The original app's post-processing: Python loops over every pixel (box + max score)."""
     h, w = prob.shape
@@ -103,7 +120,7 @@ def pick_images(data_dir: Path, n: int, n_big: int):
 
 
 def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs: int, xla: bool) -> dict:
-    from create_segmentation_model import load_named_model
+    from create_segmentation_model import FoldedAway, load_named_model
     from imaging.image_io import load_image, read_image_file
     from inference.manifest import model_entry, model_threshold
     from prediction import Predictor, analyse_image, predictor_for, preprocess
@@ -123,7 +140,11 @@ def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs
 
     out = {"threshold": threshold, "scale": "native" if pred.native else "fixed 256x256"}
     out["a_naive"] = timed(naive, naive_xs, warmup, runs)
-    out["b_forward"] = timed(pred.forward, xs, warmup, runs)
+    if not any(isinstance(layer, FoldedAway) for layer in pred.model.layers):
+        out["b_forward"] = timed(pred.forward, xs, warmup, runs)  # no batch norm folded in this model
+    else:
+        unfolded = predictor_for(model, name, model_entry(name), fold=False)
+        out["b_forward"], out["b_forward_unfolded"] = timed_alternating([pred.forward, unfolded.forward], xs, warmup, runs)
     if xla:
         out["b_forward_xla"] = timed(Predictor(pred.model, name, jit_compile=True).forward, xs, warmup, runs)
     blobs = [(p.name, p.read_bytes()) for p in big[: max(runs, 8)]]
@@ -169,6 +190,7 @@ def table(res: dict) -> str:
     lines = [f"{'model':16s} {'path':34s} {'median ms':>10s} {'p95 ms':>9s}"]
     for name, m in res["models"].items():
         for key, label in (("a_naive", "(a) naive predict + pixel loops"), ("b_forward", "(b) forward (tf.function)"),
+                           ("b_forward_unfolded", "(b-) forward, batch norms unfolded"),
                            ("b_forward_xla", "(b') forward (XLA)"), ("c_end_to_end_1024px_jpeg", "(c) 1024-px JPEG end-to-end")):
             if key in m:
                 lines.append(f"{name:16s} {label:34s} {m[key]['median_ms']:10.1f} {m[key]['p95_ms']:9.1f}")

@@ -18,7 +18,7 @@ from important_variables import MODEL_LABELS
 log = logging.getLogger("evaluate")
 
 
-def _choose(cases: list[Case], name: str, split: str, threshold: float, source: str, progress: bool) -> tuple[dict, float, str]:
+def choose_on_valid(cases: list[Case], name: str, split: str, threshold: float, source: str, progress: bool) -> tuple[dict, float, str]:
     """Sweep ``SWEEP`` on the cached maps: (threshold_choice record, threshold to report at, its source)."""
     sweep = sweep_thresholds(cases, progress=progress)
     best = choose_threshold(sweep)
@@ -75,7 +75,7 @@ def evaluate(predictor, atlas, split: str, threshold: float, *, model_name: str 
 
     choice = None
     if choose:
-        choice, threshold, threshold_source = _choose(cases, name, split, threshold, threshold_source, progress)
+        choice, threshold, threshold_source = choose_on_valid(cases, name, split, threshold, threshold_source, progress)
 
     scored = score_cases(cases, threshold)
     curves = scored.pop("_curves")

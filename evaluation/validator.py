@@ -65,8 +65,10 @@ class Validator:
 
             name = getattr(model_or_predictor, "name", "model")
             # float32: a checkpoint is chosen on the numbers of the weights themselves (a bf16 check
-            # of the shipped weights says nothing of a training checkpoint's).
-            self._wrapped = (model_or_predictor, predictor_for(model_or_predictor, name, self.entry, precision="float32"))
+            # of the shipped weights says nothing of a training checkpoint's). fold=False: the
+            # trainer's model is scored each epoch with its current weights, never a copy of old ones.
+            self._wrapped = (model_or_predictor, predictor_for(model_or_predictor, name, self.entry, precision="float32",
+                                                               fold=False))
         return self._wrapped[1]
 
     def settings(self, model_or_predictor) -> dict:

@@ -30,3 +30,5 @@ def test_bench_model_runs_each_path(images, name):
         assert out[key]["median_ms"] > 0, key
     assert out["scale"] in ("native", "fixed 256x256")
     assert out["ratio_a_over_b"] > 0 and out["ratio_a_over_c"] > 0
+    # The Lite0-UNet's batch norms are folded for inference; the unfolded forward is timed beside it.
+    assert ("b_forward_unfolded" in out) == (name == "lite0_unet")

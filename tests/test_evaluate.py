@@ -302,3 +302,20 @@ def test_ship_copies_the_report_to_saved_model(tmp_path, monkeypatch):
     shipped = ev_ship.ship(ev, written)
     assert shipped[0] == saved / "unet.metrics.json" and shipped[0].read_text() == "content 0"
     assert sorted(p.name for p in (saved / "report").iterdir()) == sorted(p.name for p in written[1:])
+
+
+def test_validator_scores_the_current_weights_of_a_training_model(atlas):
+    """The Predictor inference runs with folds batch norms into a copy of the weights; the trainer's
+    Validator must not: it wraps the Keras model once and scores it after every epoch's updates."""
+    from create_segmentation_model import build_model
+    from evaluation.validator import Validator
+
+    model = build_model("lite0_unet", input_shape=(None, None, 3))
+    validator = Validator(atlas, split="test", limit=1)
+    before = [r["fracture_score"] for r in validator.score(model, 0.5)["per_image"]]
+    head = model.get_layer("output")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 0, bias + np.array([-3.0, 3.0], np.float32)])  # every pixel now p(fracture) ~ 1
+    after = [r["fracture_score"] for r in validator.score(model, 0.5)["per_image"]]
+    assert validator._wrapped[0] is model
+    assert before != after and min(after) > 0.99

@@ -86,6 +86,54 @@ def test_the_predictor_pads_each_model_to_its_own_stride():
     assert prob.shape == (373, 454) and np.isfinite(prob).all()
 
 
+def _with_trained_like_batch_norms(model, seed: int = 3):
+    """Give every BatchNormalization non-trivial statistics (fresh ones fold to the identity)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n), rng.uniform(0.2, 2.0, n)])
+    return model
+
+
+def test_folding_batch_norms_keeps_the_outputs_and_drops_the_norms():
+    import keras
+
+    from create_segmentation_model import FoldedAway, fold_batch_norms
+
+    model = _with_trained_like_batch_norms(build_model("lite0_unet", input_shape=(None, None, 3)))
+    folded = fold_batch_norms(model)
+    bns = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert all(isinstance(folded.get_layer(n), FoldedAway) for n in bns)
+    assert folded.get_layer("block3_dw").use_bias and folded.get_layer("dec1_conv1").use_bias
+    x = np.random.default_rng(1).random((2, 96, 160, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
+    # The twin owns copies: changing the source afterwards does not reach it.
+    before = np.asarray(folded(x))
+    model.get_layer("stem").set_weights([w * 0 for w in model.get_layer("stem").get_weights()])
+    np.testing.assert_array_equal(np.asarray(folded(x)), before)
+
+
+def test_models_without_batch_norms_are_not_cloned():
+    from create_segmentation_model import fold_batch_norms
+
+    for name in ("unet", "encoder_decoder"):
+        model = build_model(name)
+        assert fold_batch_norms(model) is model
+
+
+def test_predictor_for_folds_unless_told_to_keep_the_model_live():
+    from prediction import predictor_for
+
+    model = _with_trained_like_batch_norms(build_model("lite0_unet", input_shape=(None, None, 3)))
+    assert predictor_for(model, "lite0_unet", precision="float32").model is not model
+    live = predictor_for(model, "lite0_unet", precision="float32", fold=False)
+    assert live.model is model
+
+
 def test_no_lambda_layers():
     for name in MODEL_NAMES:
         assert not any(type(layer).__name__ == "Lambda" for layer in build_model(name).layers)
