@@ -211,16 +211,26 @@ def miss_sentence(entry: Mapping | None, threshold: float) -> str:
     return text
 
 
+def check_sources(check: Mapping | None, key: str) -> str:
+    """The sources an OOD check's record names under ``key`` ('fitted_on' or 'threshold_on'), in words:
+    ``tools/fit_ood.py`` writes one "<source> <split>: <what>" part per source, joined by ';'
+    (e.g. "FracAtlas and BoneFractureYolo8"); :data:`DEFAULT_SOURCE` when the record names none."""
+    text = check.get(key) if isinstance(check, Mapping) else None
+    names = [part.split()[0] for part in str(text or "").split(";") if part.split()]
+    return " and ".join(dict.fromkeys(names)) or DEFAULT_SOURCE
+
+
 def ood_sentence(ood, entry: Mapping | None) -> str | None:
     """The "unlike the training images" warning for an ``inference.ood.OodReading`` that is flagged; None otherwise."""
     if ood is None or not ood.unlike:
         return None
     check = (entry or {}).get("ood")
     target = check.get("false_alarm_target") if isinstance(check, Mapping) else None
-    rate = (f", a level that {target:.0%} of the {DEFAULT_SOURCE} validation X-rays exceed"
+    rate = (f", a level that {target:.0%} of the {check_sources(check, 'threshold_on')} validation X-rays exceed"
             if isinstance(target, int | float) and not isinstance(target, bool) else "")
-    return (f"Unlike the training images: this image's features are far from those of the {DEFAULT_SOURCE} training "
-            f"X-rays (distance {ood.distance:.2f}; the warning starts above {ood.threshold:.2f}{rate}). " + OOD_WHY)
+    return (f"Unlike the training images: this image's features are far from those of the "
+            f"{check_sources(check, 'fitted_on')} training X-rays (distance {ood.distance:.2f}; the warning starts "
+            f"above {ood.threshold:.2f}{rate}). " + OOD_WHY)
 
 
 def reading_parts(result, fields: Mapping, entry: Mapping | None, threshold: float | None = None,
@@ -260,4 +270,4 @@ def result_record(result, file: str, model: str, entry: Mapping | None, threshol
 
 
 __all__ = ["LIKELIHOOD_LOW", "LIKELIHOOD_HIGH", "OOD_WHY", "likelihood_value", "calibrated_on", "likelihood_sentence",
-           "headline", "miss_sentence", "ood_sentence", "reading_parts", "reading_text", "result_record"]
+           "headline", "miss_sentence", "check_sources", "ood_sentence", "reading_parts", "reading_text", "result_record"]
