@@ -51,19 +51,11 @@ def stats_ms(seconds: list[float]) -> dict:
 
 def timed(fn, inputs: list, warmup: int, runs: int) -> dict:
     """Call ``fn(inputs[k % len])`` ``warmup`` times untimed, then ``runs`` times timed."""
-    for k in range(warmup):
-        fn(inputs[k % len(inputs)])
-    times = []
-    for k in range(runs):
-        x = inputs[k % len(inputs)]
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return stats_ms(times)
+    return timed_alternating([fn], inputs, warmup, runs)[0]
 
 
 def timed_alternating(fns: list, inputs: list, warmup: int, runs: int) -> list[dict]:
-    """Like :func:`timed` for several functions, called in turn on each input (a side-by-side comparison)."""
+    """:func:`timed` for several functions, called in turn on each input (a side-by-side comparison)."""
     for k in range(warmup):
         for fn in fns:
             fn(inputs[k % len(inputs)])
@@ -128,7 +120,8 @@ def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs
     threshold = model_threshold(name)
     model = load_named_model(name)
     # The shipped way to run it (native scale when the manifest says so), as the app and predict.py do.
-    pred = predictor_for(model, name, model_entry(name))
+    entry = model_entry(name)
+    pred = predictor_for(model, name, entry)
     pixels = [read_image_file(p).pixels for p in paths[: max(runs, 8)]]
     # Forward timings on what the model really sees (the whole image at training scale when native).
     xs = [pred.model_input(px) for px in pixels]
@@ -143,7 +136,7 @@ def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs
     if not any(isinstance(layer, FoldedAway) for layer in pred.model.layers):
         out["b_forward"] = timed(pred.forward, xs, warmup, runs)  # no batch norm folded in this model
     else:
-        unfolded = predictor_for(model, name, model_entry(name), fold=False)
+        unfolded = predictor_for(model, name, entry, fold=False)
         out["b_forward"], out["b_forward_unfolded"] = timed_alternating([pred.forward, unfolded.forward], xs, warmup, runs)
     if xla:
         out["b_forward_xla"] = timed(Predictor(pred.model, name, jit_compile=True).forward, xs, warmup, runs)

@@ -31,15 +31,8 @@ RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 def recut(cases: list, low_ratio: float) -> list:
     """The same maps with findings cut under ``low_ratio`` (every other rule field kept)."""
     from evaluation.cases import Case
-    from inference.results import PredictionResult
 
-    out = []
-    for c in cases:
-        r = c.result
-        rule = replace(r.rule, low_ratio=low_ratio)
-        out.append(Case(c.record, PredictionResult.from_prob(r.prob, r.height, r.width, r.threshold, rule,
-                                                             r.image_score_name, r.ood)))
-    return out
+    return [Case(c.record, c.result.with_rule(replace(c.result.rule, low_ratio=low_ratio))) for c in cases]
 
 
 def numbers(scored: dict) -> dict:
@@ -78,14 +71,14 @@ def main(argv=None) -> int:
     else:
         model = load_named_model(args.model)
     predictor = predictor_for(model, args.model, model_entry(args.model), precision="float32")
-    sources = {"fracatlas": (FracAtlas(require_data_dir(args.data)), args.limit)}
+    sources = {"fracatlas": FracAtlas(require_data_dir(args.data))}
     if args.yolo8:
         from cli.common import require_yolo8_dir
         from fracture.bone_fracture_yolo8 import BoneFractureYolo8
 
-        sources["yolo8"] = (BoneFractureYolo8(require_yolo8_dir()), args.limit)
-    cached = {key: run_inference(predictor, select_records(ds, "valid", limit), 0.5, progress=False)[0]
-              for key, (ds, limit) in sources.items()}
+        sources["yolo8"] = BoneFractureYolo8(require_yolo8_dir())
+    cached = {key: run_inference(predictor, select_records(ds, "valid", args.limit), 0.5, progress=False)[0]
+              for key, ds in sources.items()}
     for ratio in args.ratios:
         valid = recut(cached["fracatlas"], ratio)
         choice, threshold, _ = choose_on_valid(valid, args.model, "valid", 0.5, "", False)

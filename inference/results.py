@@ -169,6 +169,11 @@ class PredictionResult:
         return PredictionResult.from_prob(self.prob, self.height, self.width, threshold, self.rule, self.image_score_name,
                                           self.ood)
 
+    def with_rule(self, rule: FindingRule) -> PredictionResult:
+        """Same probability map and threshold, findings cut under another finding rule (no model call)."""
+        return PredictionResult.from_prob(self.prob, self.height, self.width, self.threshold, rule, self.image_score_name,
+                                          self.ood)
+
     def overlay(self, pixels: np.ndarray, opacity: float = 0.35, show_heatmap: bool = False,
                 window: tuple[float, float] | None = None, outline_only: bool = False,
                 review_box: tuple[int, int, int, int] | None = None) -> np.ndarray:

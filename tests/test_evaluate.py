@@ -305,8 +305,8 @@ def test_ship_copies_the_report_to_saved_model(tmp_path, monkeypatch):
 
 
 def test_validator_scores_the_current_weights_of_a_training_model(atlas):
-    """The Predictor inference runs with folds batch norms into a copy of the weights; the trainer's
-    Validator must not: it wraps the Keras model once and scores it after every epoch's updates."""
+    """The Predictor that inference runs with folds the batch norms into a copy of the weights; the
+    trainer's Validator must not: it wraps the Keras model once and scores it after every epoch's updates."""
     from create_segmentation_model import build_model
     from evaluation.validator import Validator
 
