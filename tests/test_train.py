@@ -287,6 +287,29 @@ def test_a_fracture_centred_crop_contains_fracture_pixels():
     assert np.mean(with_aug) >= 0.9  # rotation/scale may carry a fracture near the edge out, rarely
 
 
+def test_source_jitter_comes_after_the_recipe_draws_and_keeps_the_crop_valid():
+    """Gamma, blur and noise draw after the recipe's augmentation, so the recipe's crops are the ones it drew
+    before they existed, and a fixed gamma is exactly the recipe crop to that power; the strong preset keeps
+    values in [0, 1], the mask binary and (nearly always) the fracture in the crop."""
+    from dataclasses import replace
+
+    from fracture.native import AUGMENTS, CropAugment, sample_crop
+
+    split = _toy_split()
+    img, msk = split.images[0], split.masks[0]
+    plain, plain_m = sample_crop(img, msk, np.random.default_rng(3), 128, True, CropAugment())
+    squared, squared_m = sample_crop(img, msk, np.random.default_rng(3), 128, True, replace(CropAugment(), gamma_range=(2.0, 2.0)))
+    np.testing.assert_array_equal(plain_m, squared_m)
+    np.testing.assert_allclose(squared, plain**2, atol=1e-6)
+    assert AUGMENTS["recipe"] == CropAugment()
+    rng = np.random.default_rng(4)
+    crops = [sample_crop(img, msk, rng, 128, True, AUGMENTS["strong"]) for _ in range(100)]
+    assert all(c.dtype == np.float32 and 0.0 <= c.min() and c.max() <= 1.0 and set(np.unique(m)) <= {0, 1} for c, m in crops)
+    assert np.mean([m.any() for _, m in crops]) >= 0.9
+    rng = np.random.default_rng(4)
+    assert not any(np.array_equal(c, sample_crop(img, msk, rng, 128, True, CropAugment())[0]) for c, _ in crops[:10])
+
+
 def test_crop_batches_keep_the_fractured_share_shapes_and_seeding():
     from fracture.native import crop_batches
 
@@ -377,10 +400,11 @@ def test_lite0_from_imagenet_on_both_sources(data_dir, yolo8_dir, tmp_path, monk
     args[args.index("--limit") + 1] = "2"
     args[args.index("--steps-per-epoch") + 1] = "1"
     assert train.main(["--model", "lite0_unet", "--epochs", "1", "--pretrained", "imagenet", "--sources", "fracatlas+yolo8",
-                       "--fracatlas-share", "0.75", "--valid-limit", "2", "--lr", "1e-9", "--warmup-steps", "0", *args]) == 0
+                       "--fracatlas-share", "0.75", "--augment", "strong", "--valid-limit", "2", "--lr", "1e-9",
+                       "--warmup-steps", "0", *args]) == 0
     run = tmp_path / "ckpt" / "lite0_unet"
     noted = json.loads((run / "runs.jsonl").read_text())
-    assert (noted["sources"], noted["pretrained"], noted["fracatlas_share"]) == ("fracatlas+yolo8", "imagenet", 0.75)
+    assert (noted["sources"], noted["pretrained"], noted["fracatlas_share"], noted["augment"]) == ("fracatlas+yolo8", "imagenet", 0.75, "strong")
     trained = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
     fresh = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
     load_imagenet_encoder(fresh)

@@ -64,7 +64,7 @@ def train(args, command: str) -> int:
     from create_segmentation_model import choose_precision
     from evaluation.validator import Validator
     from fracture.dataset import FracAtlas
-    from fracture.native import crop_batches
+    from fracture.native import AUGMENTS, crop_batches
     from training.callbacks import make_callbacks
 
     policy = choose_precision(args.precision, args.model)
@@ -95,7 +95,7 @@ def train(args, command: str) -> int:
     callbacks = make_callbacks(args, ckpt, validator, probe_x, schedule, best_so_far(ckpt, rows, args.monitor), minutes_offset)
     # Seeded by the first epoch too, so a resumed run draws new crops rather than replaying the first epochs'.
     data = crop_batches(split, args.batch_size, args.seed, start, fractured_share=args.fractured_share, workers=args.workers,
-                        source_shares=source_shares(args))
+                        source_shares=source_shares(args), aug=AUGMENTS[args.augment])
     if start >= args.epochs:
         log.info("%s: all %d epochs done already (%s)", args.model, args.epochs, ckpt)
     else:
