@@ -50,7 +50,7 @@ def home_page() -> None:
     text, picture = st.columns([3, 2], gap="large")
     with text:
         st.markdown(
-            "Upload an X-ray, pick one of two small segmentation models (or compare both), and get the "
+            "Upload an X-ray, pick one of three small segmentation models (or compare them all), and get the "
             "image back with the regions that look like a fracture marked: an outline, numbered boxes "
             "and a score for each finding; a *borderline* note when a region came close to the "
             "threshold; or a clear *no fracture found*."

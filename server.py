@@ -17,7 +17,7 @@ import streamlit as st
 async def lifespan(_app):
     from ui.page_dashboard import model_pool
 
-    model_pool()  # returns at once; TensorFlow and both models load in the pool's thread
+    model_pool()  # returns at once; TensorFlow and the models load in the pool's thread
     yield
 
 

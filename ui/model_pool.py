@@ -1,7 +1,7 @@
-"""Both models loading in the background, once per process. No Streamlit here.
+"""The models loading in the background, once per process. No Streamlit here.
 
 The app creates one :class:`ModelPool` per server process (behind
-``st.cache_resource``) on its first script run, so TensorFlow's import and both
+``st.cache_resource``) on its first script run, so TensorFlow's import and the
 models' loading and warm-up run while the user is still on the Home page or picking
 a file, instead of after the first upload. A page asks ``state(name)`` to show
 progress and ``get(name, timeout)`` to wait for a predictor.

@@ -45,7 +45,7 @@ PERSIST = "session"
 WINDOW_DEFAULT = (0.5, 1.0)  # centre, width in [0, 1] units: the identity window
 VIEWS = {"single": "One model", "compare": "Compare all"}
 STYLES = {"filled": "Filled", "outline": "Outline only"}
-#: Typical seconds for TensorFlow's import plus both models' load on a laptop CPU: only
+#: Typical seconds for TensorFlow's import plus the models' load on a laptop CPU: only
 #: scales the progress bar (it stops at 95 % until the model is really there).
 EXPECTED_LOAD_S = 12.0
 
@@ -70,7 +70,7 @@ def load_predictor(name: str):
 
 @st.cache_resource(show_spinner=False)
 def model_pool() -> ModelPool:
-    """Both models, loading in the background from the first script run of the process.
+    """The models, loading in the background from the first script run of the process.
 
     ``app.py`` asks for it on every run, so the load starts with the first page view
     (usually Home) and is shared by all sessions.
@@ -122,7 +122,7 @@ def predictor_ui(name: str):
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class ViewSettings:
-    """What the sidebar asks for. ``models``: the one chosen, or both in the compare view."""
+    """What the sidebar asks for. ``models``: the one chosen, or all in the compare view."""
 
     view: str
     models: tuple[str, ...]
