@@ -54,6 +54,9 @@ DEFINITIONS = {
     "sensitivity": "fractured images with at least one finding / fractured images",
     "specificity": "negative images without any finding / negative images",
     "false_findings_per_negative_image": "findings on negative images / negative images",
+    "intervals": "95 % bootstrap intervals of mean Dice, ROC-AUC, sensitivity, specificity and false findings "
+    "per negative over this split's images (evaluation.intervals: fractured and negative images resampled "
+    "separately, 2000 resamples); box AP has none (it pools the findings of all images)",
     "pixel_accuracy": "share of pixels where the findings' regions equal the annotation, pooled over "
     "the images of the scope; all_background = the same for a prediction of nothing",
     "settings": "how the probability maps were made and cut: scale (native = whole image at the "
@@ -65,6 +68,6 @@ DEFINITIONS = {
 REPORT_KEYS = (
     "model", "model_label", "model_file", "model_sha256", "source", "split", "data_dir", "date", "command",
     "limit", "threshold", "threshold_source", "settings", "counts", "segmentation", "localization",
-    "image_level", "calibration", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
+    "image_level", "intervals", "calibration", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions",
     "per_image",
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from cli.common import UsageError
 from evaluation.cases import Case, run_inference, select_records, settings_of
 from evaluation.definitions import CRITERION, CRITERION_DEFINITION, DEFINITIONS, REPORT_KEYS
+from evaluation.intervals import image_intervals
 from evaluation.scoring import json_safe, score_cases
 from evaluation.thresholds import choose_image_score, choose_margin, choose_threshold, fit_score_calibration, sweep_thresholds
 from important_variables import MODEL_LABELS
@@ -98,6 +99,7 @@ def evaluate(predictor, atlas, split: str, threshold: float, *, model_name: str 
         "threshold_source": threshold_source,
         "settings": settings_of(predictor),
         **scored,
+        "intervals": image_intervals(scored["per_image"]),
         "calibration": reliability,
         "threshold_choice": choice,
         "timing": {"inference_s": t_infer, "total_s": total, "images_per_s": len(cases) / t_infer if t_infer > 0 else float("nan")},

@@ -18,6 +18,17 @@ def _fmt(x, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _intervals_cell(report: dict) -> str:
+    """"[lo, hi] / [lo, hi]" of the report's Dice mean and ROC-AUC intervals (evaluation.intervals)."""
+    m = (report.get("intervals") or {}).get("metrics", {})
+
+    def one(name):
+        iv = m.get(name) or {}
+        return "n/a" if iv.get("low") is None else f"[{iv['low']:.3f}, {iv['high']:.3f}]"
+
+    return f"{one('dice_mean')} / {one('roc_auc')}"
+
+
 def markdown_table(reports: list[dict]) -> str:
     """Markdown table, one column per report (model), one row per headline number."""
     rows: list[tuple[str, list[str]]] = []
@@ -37,6 +48,7 @@ def markdown_table(reports: list[dict]) -> str:
         _fmt(r["localization"].get("coco_fractured_only", {}).get("mask_ap50"))))
     row("image ROC-AUC", lambda r: _fmt(r["image_level"]["roc_auc"]))
     row("ROC-AUC by image score", lambda r: ", ".join(f"{k} {_fmt(v)}" for k, v in r["image_level"].get("roc_auc_by_score", {}).items()))
+    row("95 % interval: Dice mean / ROC-AUC (bootstrap over images)", _intervals_cell)
     row("calibration error (ECE) after / before", lambda r: f"{_fmt(r['calibration']['ece'])} / {_fmt(r['calibration']['ece_uncalibrated'])}"
         if r.get("calibration") else "not calibrated")
     row("sensitivity / specificity", lambda r: f"{_fmt(r['image_level']['sensitivity'])} / {_fmt(r['image_level']['specificity'])}")

@@ -47,23 +47,24 @@ class MetricRow:
     value: tuple[str, ...]
     n: tuple[tuple[str, ...], ...]  # summed when several (e.g. fractured + fracture-free images)
     unit: str
+    interval: str | None = None  # its name in the report's "intervals" (evaluation.intervals), if it has one
 
 
 ROWS: tuple[MetricRow, ...] = (
     MetricRow("Dice (mean per fractured image)", ("segmentation", "dice_mean"), (("segmentation", "n_images"),),
-              "fractured images"),
+              "fractured images", "dice_mean"),
     MetricRow("IoU (mean per fractured image)", ("segmentation", "iou_mean"), (("segmentation", "n_images"),),
               "fractured images"),
     MetricRow("Box AP@50", ("localization", "ap50"), (("localization", "n_annotated_boxes"),), "annotated fractures"),
     MetricRow("Box AP@25", ("localization", "ap25"), (("localization", "n_annotated_boxes"),), "annotated fractures"),
     MetricRow("ROC-AUC (fracture or not)", ("image_level", "roc_auc"),
-              (("image_level", "n_fractured"), ("image_level", "n_negative")), "images"),
+              (("image_level", "n_fractured"), ("image_level", "n_negative")), "images", "roc_auc"),
     MetricRow("Sensitivity at the threshold", ("image_level", "sensitivity"), (("image_level", "n_fractured"),),
-              "fractured images"),
+              "fractured images", "sensitivity"),
     MetricRow("Specificity at the threshold", ("image_level", "specificity"), (("image_level", "n_negative"),),
-              "fracture-free images"),
+              "fracture-free images", "specificity"),
     MetricRow("False findings per fracture-free image", ("image_level", "false_findings_per_negative_image"),
-              (("image_level", "n_negative"),), "fracture-free images"),
+              (("image_level", "n_negative"),), "fracture-free images", "false_findings_per_negative_image"),
 )
 ECE_LABEL = "Calibration error (ECE) of the likelihood"
 
@@ -73,8 +74,19 @@ def _n(metrics: Mapping | None, row: MetricRow) -> int | None:
     return None if any(p is None for p in parts) else int(sum(parts))
 
 
-def _fmt(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
+def _interval(metrics: Mapping | None, row: MetricRow) -> tuple[float, float] | None:
+    """(low, high) of the row's 95 % interval in the report, or None (no interval for it, or an older report)."""
+    if row.interval is None:
+        return None
+    low, high = (_get(metrics, "intervals", "metrics", row.interval, k) for k in ("low", "high"))
+    return None if low is None or high is None else (low, high)
+
+
+def _fmt(value, interval: tuple[float, float] | None = None) -> str:
+    """"0.245", or with an interval "0.245 (0.165–0.330)"; "–" for no value."""
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if interval is None else f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
 
 
 def _n_text(ns: Sequence[int | None], unit: str) -> str:
@@ -93,7 +105,7 @@ def named_metrics_rows(metrics: Mapping[str, Mapping | None], checks: Mapping[st
     rows = []
     for row in ROWS:
         out = {"metric": row.label}
-        out.update({label: _fmt(_get(m, *row.value)) for label, m in metrics.items()})
+        out.update({label: _fmt(_get(m, *row.value), _interval(m, row)) for label, m in metrics.items()})
         out["n"] = _n_text([_n(m, row) for m in metrics.values()], row.unit)
         rows.append(out)
     checks = checks or {}

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow  # runs evaluations end to end
 TOP_FIELDS = {
     "model", "model_label", "model_file", "model_sha256", "split", "data_dir", "date", "command", "limit",
     "threshold", "threshold_source", "settings", "counts", "segmentation", "localization", "image_level",
-    "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions", "per_image",
+    "intervals", "pixel_accuracy", "by_body_part", "threshold_choice", "timing", "definitions", "per_image",
 }
 SECTION_FIELDS = {
     "counts": {"fractured_images", "negative_images", "annotated_fractures", "skipped_unreadable", "skipped_files"},
@@ -40,6 +40,7 @@ SECTION_FIELDS = {
     "image_level": {"roc_auc", "sensitivity", "specificity", "false_findings_per_negative_image",
                     "findings_per_fractured_image", "n_fractured", "n_negative"},
     "timing": {"inference_s", "total_s", "images_per_s"},
+    "intervals": {"method", "metrics"},
     "settings": {"scale", "tta", "findings_rule", "image_score", "precision"},
 }
 UNIT_INTERVAL = [

@@ -41,6 +41,12 @@ def test_named_metrics_rows_with_n():
     assert by["Box AP@50"]["U-Net"] == "0.001" and by["Box AP@50"]["n"] == "67 annotated fractures"
     assert by[ECE_LABEL]["U-Net"] == "not calibrated"
     assert len(rows) == 9
+    with_iv = {**METRICS, "intervals": {"metrics": {"dice_mean": {"value": 0.138222, "low": 0.09, "high": 0.19},
+                                                    "roc_auc": {"value": 0.697, "low": None, "high": None}}}}
+    by = {r["metric"]: r for r in named_metrics_rows({"U-Net": with_iv})}
+    assert by["Dice (mean per fractured image)"]["U-Net"] == "0.138 (0.090–0.190)"
+    assert by["ROC-AUC (fracture or not)"]["U-Net"] == "0.697"  # no bounds: the value alone
+    assert by["Box AP@50"]["U-Net"] == "0.001"  # AP has no interval
 
 
 def test_verdict_is_written_from_the_numbers():
