@@ -86,3 +86,16 @@ def test_compare_reports_prints_the_shipped_models_and_names_a_bad_file(tmp_path
     other.write_text(json.dumps(dict(report, per_image=report["per_image"][:-1])))
     assert compare_reports.main([str(CONFIG.saved_model_dir / "unet.metrics.json"), str(other)]) == 2
     assert "cannot be compared" in capsys.readouterr().err
+
+
+def test_the_markdown_table_shows_the_intervals_and_copes_with_an_older_report():
+    from evaluation.report import markdown_table
+
+    report = json.loads((CONFIG.saved_model_dir / "unet.metrics.json").read_text())
+    older = {k: v for k, v in report.items() if k != "intervals"}
+    iv = image_intervals(report["per_image"], n=200)
+    table = markdown_table([dict(report, intervals=iv), older])
+    row = next(line for line in table.splitlines() if line.startswith("| 95 % interval"))
+    d, a = iv["metrics"]["dice_mean"], iv["metrics"]["roc_auc"]
+    assert f"[{d['low']:.3f}, {d['high']:.3f}] / [{a['low']:.3f}, {a['high']:.3f}]" in row
+    assert row.rstrip().endswith("| n/a / n/a |")
