@@ -75,6 +75,9 @@ METRICS_EXPLAINED = """
 - **Calibration error (ECE)**: how far the shown *fracture likelihood* is from how often a
   fracture is really there, averaged over 10 likelihood bins (0 = a likelihood of 30 % means
   3 in 10). A *score* (per box, or the highest in the image) is not a likelihood.
+- **(low–high)** after a value: its 95 % interval, how far the number could move with another draw of
+  test images of the same kind (a bootstrap over the images). Two models whose intervals overlap
+  widely are not clearly different on this test set.
 - **Pixel accuracy** is not listed: fractures cover a tiny share of the pixels, so a model that
   marks nothing is already close to 100 % "accurate". It says nothing about finding fractures.
 """
