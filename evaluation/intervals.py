@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from evaluation.metrics import roc_auc
+from evaluation.metrics import roc_auc, sensitivity_specificity
 
 #: The numbers given an interval, in the order reports show them.
 INTERVAL_METRICS = ("dice_mean", "roc_auc", "sensitivity", "specificity", "false_findings_per_negative_image")
@@ -47,11 +47,12 @@ def _metrics(a: _Arrays, frac: np.ndarray, neg: np.ndarray) -> dict[str, float]:
     formulas as ``evaluation.scoring`` (NaN where a class is absent)."""
     nan = float("nan")
     both = np.concatenate([frac, neg])
+    sens, spec = sensitivity_specificity(a.found[both] > 0, a.fractured[both])
     return {
         "dice_mean": float(a.dice[frac].mean()) if frac.size else nan,
         "roc_auc": roc_auc(a.score[both], a.fractured[both]),
-        "sensitivity": float((a.found[frac] > 0).mean()) if frac.size else nan,
-        "specificity": float((a.found[neg] == 0).mean()) if neg.size else nan,
+        "sensitivity": sens,
+        "specificity": spec,
         "false_findings_per_negative_image": float(a.found[neg].mean()) if neg.size else nan,
     }
 
@@ -64,8 +65,13 @@ def _resamples(a: _Arrays, n: int, seed: int):
                rng.choice(a.neg, a.neg.size) if a.neg.size else a.neg)
 
 
-def _interval(values: list[float], level: float) -> tuple[float | None, float | None]:
-    v = np.array([x for x in values if math.isfinite(x)], np.float64)
+def _finite_values(values: list[float]) -> np.ndarray:
+    """The finite ones of ``values`` (a resample without a class gives NaN), as float64."""
+    return np.array([x for x in values if math.isfinite(x)], np.float64)
+
+
+def _interval(v: np.ndarray, level: float) -> tuple[float | None, float | None]:
+    """The ``level`` percentile interval of the finite resampled values ``v``; (None, None) when there are none."""
     if not v.size:
         return None, None
     lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
@@ -87,7 +93,7 @@ def image_intervals(rows: Sequence[Mapping], n: int = RESAMPLES, seed: int = SEE
     boot = [_metrics(a, f, g) for f, g in _resamples(a, n, seed)]
     out = {}
     for name in INTERVAL_METRICS:
-        lo, hi = _interval([b[name] for b in boot], level)
+        lo, hi = _interval(_finite_values([b[name] for b in boot]), level)
         out[name] = {"value": point[name] if math.isfinite(point[name]) else None, "low": lo, "high": hi}
     return {"method": _method(n, seed, level), "metrics": out}
 
@@ -112,8 +118,8 @@ def paired_differences(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping], n: 
             diffs[m].append(mb[m] - ma[m])
     out = {}
     for m in INTERVAL_METRICS:
-        lo, hi = _interval(diffs[m], level)
-        d = np.array([x for x in diffs[m] if math.isfinite(x)])
+        d = _finite_values(diffs[m])
+        lo, hi = _interval(d, level)
         sign = -1.0 if m == "false_findings_per_negative_image" else 1.0
         better = float(np.mean(sign * d > 0)) if d.size else None
         delta = pb[m] - pa[m]

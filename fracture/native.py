@@ -215,17 +215,18 @@ def sample_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
         c, b = rng.uniform(*aug.contrast_range), rng.uniform(*aug.brightness_range)
         mean = float(img.mean())
         img = np.clip((img - mean) * c + mean + b, 0.0, 1.0)
-        img = _source_jitter(np.ascontiguousarray(img), rng, aug)
+        img = _source_jitter(img, rng, aug)
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
 
 
 def _source_jitter(img: np.ndarray, rng: np.random.Generator, aug: CropAugment) -> np.ndarray:
-    """Gamma, blur and noise of ``aug`` on a (crop, crop) float32 [0, 1] image. Each draws from ``rng`` only when
-    it is switched on, so the recipe's augmentation draws the same crops as before these existed."""
+    """Gamma, blur and noise of ``aug`` on a (crop, crop) float32 [0, 1] image (a flipped view is fine). Each draws
+    from ``rng`` only when it is switched on, so the recipe's augmentation draws the same crops as before these
+    existed, and without copying the crop."""
     if aug.gamma_range != (1.0, 1.0):
         img = np.power(img, np.float32(rng.uniform(*aug.gamma_range)), dtype=np.float32)
     if aug.blur_p and rng.random() < aug.blur_p:
-        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(*aug.blur_sigma)))
+        img = cv2.GaussianBlur(np.ascontiguousarray(img), (0, 0), float(rng.uniform(*aug.blur_sigma)))
     if aug.noise_p and rng.random() < aug.noise_p:
         noise = rng.normal(0.0, rng.uniform(*aug.noise_std), img.shape).astype(np.float32)
         img = np.clip(img + noise, 0.0, 1.0)
