@@ -18,6 +18,7 @@ only place that reads a model file, and it asks ``inference.manifest`` (the owne
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from inference.manifest import (  # noqa: F401  (re-exported)
 INPUT_SHAPE = (CONFIG.input_size, CONFIG.input_size, CONFIG.input_channels)
 
 _CONV = dict(kernel_size=3, padding="same", activation="relu", kernel_initializer="he_normal")
+
+log = logging.getLogger(__name__)
 
 
 def _double_conv(x, filters: int, dropout: float, name: str):
@@ -292,7 +295,7 @@ def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "amx_bf16" in cpu_bf16_flags(cpuinfo)
 
 
-def time_train_step(name: str, policy: str, batch: int = 2, side: int = CONFIG.input_size, steps: int = 2) -> float:
+def time_train_step(name: str, policy: str, batch: int = 8, side: int = CONFIG.input_size, steps: int = 3) -> float:
     """Seconds per training step of architecture ``name`` under Keras dtype ``policy`` (after one warm-up step).
 
     Random inputs, the default loss; the global policy is restored afterwards.
@@ -323,14 +326,15 @@ def time_train_step(name: str, policy: str, batch: int = 2, side: int = CONFIG.i
 BF16_MIN_SPEEDUP = 1.1
 
 
-def choose_precision(requested: str = "auto", name: str | None = None, timer=time_train_step) -> str:
+def choose_precision(requested: str = "auto", name: str | None = None, timer=time_train_step, batch: int = 8) -> str:
     """Keras dtype policy name for training: ``requested`` unless it is 'auto'.
 
     'auto': a CPU without native bf16 instructions (no ``amx_bf16``, no ``avx512_bf16``) emulates
     bf16, which is slower, so float32 without measuring. With them and an architecture ``name``,
     a short measurement decides (``timer(name, policy)``: seconds per step; bf16 must be
-    ``BF16_MIN_SPEEDUP`` x faster): bf16 ran the seed U-Net 1.6x faster on an AVX512-BF16 CPU but
-    the Lite0-UNet slower there, so one CPU flag cannot decide. Without ``name``, AMX decides.
+    ``BF16_MIN_SPEEDUP`` x faster, at the training ``batch``; both timings are logged): bf16 ran the
+    seed U-Net 1.6x faster on an AVX512-BF16 CPU but the Lite0-UNet slower there, so one CPU flag
+    cannot decide. Without ``name``, AMX decides.
     """
     if requested != "auto":
         return requested
@@ -339,8 +343,11 @@ def choose_precision(requested: str = "auto", name: str | None = None, timer=tim
         return "float32"
     if name is None:
         return "mixed_bfloat16" if "amx_bf16" in flags else "float32"
-    fp32, bf16 = timer(name, "float32"), timer(name, "mixed_bfloat16")
-    return "mixed_bfloat16" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "float32"
+    fp32, bf16 = timer(name, "float32", batch=batch), timer(name, "mixed_bfloat16", batch=batch)
+    choice = "mixed_bfloat16" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "float32"
+    log.info("%s: training step at batch %d: %.0f ms float32, %.0f ms bf16 (%s): %s", name, batch, fp32 * 1e3,
+             bf16 * 1e3, ", ".join(sorted(flags)), choice)
+    return choice
 
 
 #: The side of the square input a forward pass is timed on (native-scale images are ~450 x 380 px).

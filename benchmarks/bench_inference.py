@@ -12,6 +12,9 @@ Per model, on real FracAtlas test images, after warm-up, ``--runs`` timed runs e
   on the same preprocessed image; ``--xla`` adds the XLA-compiled variant; for a model
   with batch norms, (b-) times the same forward with them not folded into the convs,
   alternating call by call with (b) so that both see the same machine load;
+- (b32)/(b16): on a CPU with native bf16 instructions, the same forward in float32 and in bf16,
+  alternating call by call (the model runs in the one its manifest check allows and that
+  measures faster; the JSON's ``precision``);
 - (c) ours, end-to-end: the bytes of a 1024-px JPEG (already in memory) → decode →
   result with findings at full resolution → overlay image.
 
@@ -112,7 +115,7 @@ def pick_images(data_dir: Path, n: int, n_big: int):
 
 
 def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs: int, xla: bool) -> dict:
-    from create_segmentation_model import FoldedAway, load_named_model
+    from create_segmentation_model import FoldedAway, cpu_bf16_flags, load_named_model
     from imaging.image_io import load_image, read_image_file
     from inference.manifest import model_entry, model_threshold
     from prediction import Predictor, analyse_image, predictor_for, preprocess
@@ -140,6 +143,13 @@ def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs
         out["b_forward"], out["b_forward_unfolded"] = timed_alternating([pred.forward, unfolded.forward], xs, warmup, runs)
     if xla:
         out["b_forward_xla"] = timed(Predictor(pred.model, name, jit_compile=True).forward, xs, warmup, runs)
+    out["precision"] = pred.precision
+    if cpu_bf16_flags():
+        # Native bf16: both precisions side by side, whichever the manifest's check lets the model run.
+        other = predictor_for(model, name, entry, precision="float32" if pred.precision == "mixed_bfloat16" else "mixed_bfloat16")
+        by_policy = dict(zip((pred.precision, other.precision), timed_alternating([pred.forward, other.forward], xs, warmup, runs),
+                             strict=True))
+        out["b_forward_float32"], out["b_forward_bf16"] = by_policy["float32"], by_policy["mixed_bfloat16"]
     blobs = [(p.name, p.read_bytes()) for p in big[: max(runs, 8)]]
 
     def end_to_end(item):
@@ -184,7 +194,8 @@ def table(res: dict) -> str:
     for name, m in res["models"].items():
         for key, label in (("a_naive", "(a) naive predict + pixel loops"), ("b_forward", "(b) forward (tf.function)"),
                            ("b_forward_unfolded", "(b-) forward, batch norms unfolded"),
-                           ("b_forward_xla", "(b') forward (XLA)"), ("c_end_to_end_1024px_jpeg", "(c) 1024-px JPEG end-to-end")):
+                           ("b_forward_xla", "(b') forward (XLA)"), ("b_forward_float32", "(b32) forward in float32"),
+                           ("b_forward_bf16", "(b16) forward in bf16"), ("c_end_to_end_1024px_jpeg", "(c) 1024-px JPEG end-to-end")):
             if key in m:
                 lines.append(f"{name:16s} {label:34s} {m[key]['median_ms']:10.1f} {m[key]['p95_ms']:9.1f}")
         lines.append(f"{name:16s} {'ratio (a)/(b), (a)/(c)':34s} {m['ratio_a_over_b']:10.2f} {m['ratio_a_over_c']:9.2f}")

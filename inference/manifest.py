@@ -98,10 +98,15 @@ BF16_INFERENCE_TOLERANCE = 0.005
 def bf16_check_allows(check, sha256: str | None) -> bool:
     """True when a manifest's ``bf16_inference`` check says bf16 kept these very weights' valid metrics.
 
-    check: ``{"model_sha256", "allowed", "max_delta", ...}`` as ``tools/check_bf16.py`` writes it;
-    a check of other weights (another SHA-256), without ``allowed`` or over the tolerance allows nothing.
+    check: ``{"model_sha256", "allowed", "max_delta", "native_bf16", ...}`` as ``tools/check_bf16.py``
+    writes it; a check of other weights (another SHA-256), without ``allowed``, over the tolerance, or
+    run with emulated bf16 (no ``native_bf16`` instruction set named: emulation rounds differently
+    from the native kernels) allows nothing.
     """
     if not isinstance(check, Mapping) or check.get("allowed") is not True:
+        return False
+    native = check.get("native_bf16")
+    if not isinstance(native, list) or not native:
         return False
     if sha256 is None or check.get("model_sha256") != sha256:
         return False

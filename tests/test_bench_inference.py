@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import bench_inference
+from create_segmentation_model import cpu_bf16_flags
 from important_variables import MODEL_NAMES
 
 pytestmark = pytest.mark.slow
@@ -32,3 +33,6 @@ def test_bench_model_runs_each_path(images, name):
     assert out["ratio_a_over_b"] > 0 and out["ratio_a_over_c"] > 0
     # The Lite0-UNet's batch norms are folded for inference; the unfolded forward is timed beside it.
     assert ("b_forward_unfolded" in out) == (name == "lite0_unet")
+    # On a CPU with native bf16 both precisions are timed side by side, whichever the model runs in.
+    assert out["precision"] in ("float32", "mixed_bfloat16")
+    assert ("b_forward_bf16" in out) == ("b_forward_float32" in out) == bool(cpu_bf16_flags())

@@ -34,7 +34,7 @@ def _computes_bf16(model) -> bool:
 
 
 def _allowed(sha: str = SHA, delta: float = 0.001) -> dict:
-    return {"model_sha256": sha, "allowed": True, "max_delta": delta}
+    return {"model_sha256": sha, "allowed": True, "max_delta": delta, "native_bf16": ["avx512_bf16"]}
 
 
 def _bf16_twice_as_fast(model) -> float:
@@ -61,6 +61,8 @@ def test_precision_twin_keeps_weights_and_maps_computing_in_bf16():
     ({"avx512_bf16"}, _allowed(sha="cd" * 32), _bf16_twice_as_fast, "float32"),  # checked for other weights
     ({"avx512_bf16"}, _allowed(delta=0.02), _bf16_twice_as_fast, "float32"),  # metrics moved too much
     ({"avx512_bf16"}, {**_allowed(), "allowed": False}, _bf16_twice_as_fast, "float32"),
+    ({"avx512_bf16"}, {**_allowed(), "native_bf16": []}, _bf16_twice_as_fast, "float32"),  # checked emulated
+    ({"avx512_bf16"}, {k: v for k, v in _allowed().items() if k != "native_bf16"}, _bf16_twice_as_fast, "float32"),
     ({"avx512_bf16"}, _allowed(), lambda m: 1.0, "float32"),  # checked, but not faster here
     ({"avx512_bf16"}, _allowed(), _bf16_twice_as_fast, "mixed_bfloat16"),
     ({"amx_bf16"}, _allowed(), _bf16_twice_as_fast, "mixed_bfloat16"),
@@ -112,6 +114,8 @@ def test_compare_allows_only_a_whole_split_within_the_tolerance():
     far = {"f1": 0.4, "dice_mean": 0.3, "roc_auc": 0.79}
     assert check_bf16.compare({"float32": same, "mixed_bfloat16": near}, full_split=True)["allowed"] is True
     assert check_bf16.compare({"float32": same, "mixed_bfloat16": near}, full_split=False)["allowed"] is False
+    # Emulated bf16 rounds differently from the native kernels: its check never allows bf16.
+    assert check_bf16.compare({"float32": same, "mixed_bfloat16": near}, full_split=True, native=False)["allowed"] is False
     verdict = check_bf16.compare({"float32": same, "mixed_bfloat16": far}, full_split=True)
     assert verdict["allowed"] is False and verdict["max_delta"] == pytest.approx(0.01)
     assert verdict["deltas"]["roc_auc"] == pytest.approx(0.01)
@@ -140,5 +144,6 @@ def test_check_bf16_tool_scores_both_precisions_and_writes_the_check(tmp_path, d
     assert stored["model_sha256"] == sha and stored["allowed"] is False  # a limited check never allows bf16
     assert set(stored["metrics"]) == {"float32", "mixed_bfloat16"} and set(stored["deltas"]) == {"f1", "dice_mean", "roc_auc"}
     assert stored["command"] == "python tools/check_bf16.py --model some_model --limit 2"
+    assert stored["native_bf16"] == sorted(csm.cpu_bf16_flags())
     assert check_bf16.main(["--model", "nope", "--data", str(data_dir), "--saved-model-dir", str(saved)]) == 2
     assert "no model 'nope'" in capsys.readouterr().err

@@ -513,8 +513,14 @@ def test_amx_detection_reads_cpuinfo(tmp_path, monkeypatch):
     monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: {"avx512_bf16"})
     faster_bf16 = {"float32": 1.0, "mixed_bfloat16": 0.6}
     slower_bf16 = {"float32": 1.0, "mixed_bfloat16": 1.2}
-    assert csm.choose_precision("auto", "unet", timer=lambda n, p: faster_bf16[p]) == "mixed_bfloat16"
-    assert csm.choose_precision("auto", "lite0_unet", timer=lambda n, p: slower_bf16[p]) == "float32"
+    batches = []
+
+    def timed(table):
+        return lambda n, p, batch: batches.append(batch) or table[p]
+
+    assert csm.choose_precision("auto", "unet", timer=timed(faster_bf16), batch=16) == "mixed_bfloat16"
+    assert csm.choose_precision("auto", "lite0_unet", timer=timed(slower_bf16)) == "float32"
+    assert batches == [16, 16, 8, 8]  # timed at the training batch size
     calls = []
-    assert csm.choose_precision("float32", "unet", timer=lambda n, p: calls.append(p)) == "float32" and not calls
+    assert csm.choose_precision("float32", "unet", timer=lambda n, p, batch: calls.append(p)) == "float32" and not calls
     assert csm.choose_precision("mixed_bfloat16") == "mixed_bfloat16" and csm.choose_precision("float32") == "float32"

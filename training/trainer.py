@@ -67,7 +67,7 @@ def train(args, command: str) -> int:
     from fracture.native import AUGMENTS, crop_batches
     from training.callbacks import make_callbacks
 
-    policy = choose_precision(args.precision, args.model)
+    policy = choose_precision(args.precision, args.model, batch=args.batch_size)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(args.seed)
     atlas = FracAtlas(data_dir)
