@@ -31,6 +31,7 @@ from inference.manifest import (  # noqa: F401  (re-exported)
     BF16_INFERENCE_TOLERANCE,
     ModelIntegrityError,
     bf16_check_allows,
+    bf16_check_refusal,
     read_manifest,
     sha256_file,
     verify_model_file,
@@ -410,8 +411,9 @@ def inference_precision(model: keras.Model, check=None, sha256: str | None = Non
         raise ValueError(f"unknown precision {requested!r}: 'auto', 'float32' or 'mixed_bfloat16'")
     if not cpu_bf16_flags():
         return model, "float32", "this CPU has no native bf16 instructions"
-    if not bf16_check_allows(check, sha256):
-        return model, "float32", "bf16 not checked on valid for these weights, or it changed the metrics"
+    refusal = bf16_check_refusal(check, sha256)
+    if refusal is not None:
+        return model, "float32", refusal
     twin = precision_twin(model, "mixed_bfloat16")
     timer = timer or time_forward
     fp32, bf16 = timer(model), timer(twin)

@@ -95,23 +95,31 @@ def valid_threshold(value: Any) -> float | None:
 BF16_INFERENCE_TOLERANCE = 0.005
 
 
-def bf16_check_allows(check, sha256: str | None) -> bool:
-    """True when a manifest's ``bf16_inference`` check says bf16 kept these very weights' valid metrics.
+def bf16_check_refusal(check, sha256: str | None) -> str | None:
+    """Why a manifest's ``bf16_inference`` check does not allow bf16 for these weights, in words; None when it does.
 
     check: ``{"model_sha256", "allowed", "max_delta", "native_bf16", ...}`` as ``tools/check_bf16.py``
-    writes it; a check of other weights (another SHA-256), without ``allowed``, over the tolerance, or
-    run with emulated bf16 (no ``native_bf16`` instruction set named: emulation rounds differently
-    from the native kernels) allows nothing.
+    writes it. Allowed only by a check of these very weights (their SHA-256), on the whole valid
+    split (``allowed``), within ``BF16_INFERENCE_TOLERANCE``, run with native bf16 (``native_bf16``
+    names an instruction set: emulation rounds differently from the native kernels).
     """
-    if not isinstance(check, Mapping) or check.get("allowed") is not True:
-        return False
+    if not isinstance(check, Mapping) or sha256 is None or check.get("model_sha256") != sha256:
+        return "bf16 not checked on valid for these weights"
     native = check.get("native_bf16")
     if not isinstance(native, list) or not native:
-        return False
-    if sha256 is None or check.get("model_sha256") != sha256:
-        return False
+        return "bf16 checked on valid only with emulated bf16"
     delta = check.get("max_delta")
-    return isinstance(delta, (int, float)) and 0 <= delta <= BF16_INFERENCE_TOLERANCE
+    if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 <= delta <= BF16_INFERENCE_TOLERANCE:
+        return f"bf16 changed the valid metrics by {delta} (tolerance {BF16_INFERENCE_TOLERANCE})"
+    if check.get("allowed") is not True:
+        return "bf16 not allowed by its valid check (a limited check allows nothing)"
+    return None
+
+
+def bf16_check_allows(check, sha256: str | None) -> bool:
+    """True when a manifest's ``bf16_inference`` check says bf16 kept these very weights' valid metrics
+    (:func:`bf16_check_refusal` finds nothing against it)."""
+    return bf16_check_refusal(check, sha256) is None
 
 
 @dataclass(frozen=True)
@@ -285,7 +293,7 @@ def update_entry(name: str, changes: Mapping[str, Any], path: Path | str | None 
 
 __all__ = [
     "MANIFEST_NAME", "ManifestError", "ModelIntegrityError", "ModelEntry", "VerifiedModel",
-    "BF16_INFERENCE_TOLERANCE", "bf16_check_allows",
+    "BF16_INFERENCE_TOLERANCE", "bf16_check_allows", "bf16_check_refusal",
     "manifest_path_for", "read_manifest", "read_manifest_or_empty", "valid_threshold", "model_entry",
     "entry_for_file", "model_threshold", "sha256_file", "verify_model_file", "write_manifest", "update_entry",
 ]

@@ -147,3 +147,18 @@ def test_check_bf16_tool_scores_both_precisions_and_writes_the_check(tmp_path, d
     assert stored["native_bf16"] == sorted(csm.cpu_bf16_flags())
     assert check_bf16.main(["--model", "nope", "--data", str(data_dir), "--saved-model-dir", str(saved)]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
+
+
+def test_a_refused_check_says_why_in_words(monkeypatch):
+    from inference.manifest import bf16_check_refusal
+
+    assert bf16_check_refusal(_allowed(), SHA) is None
+    assert "not checked" in bf16_check_refusal(None, SHA)
+    assert "not checked" in bf16_check_refusal(_allowed(sha="cd" * 32), SHA)
+    assert "emulated" in bf16_check_refusal({**_allowed(), "native_bf16": []}, SHA)
+    assert "0.0167" in bf16_check_refusal({**_allowed(delta=0.0167), "allowed": False}, SHA)
+    assert "not allowed" in bf16_check_refusal({**_allowed(), "allowed": False}, SHA)
+    # The Predictor's log line carries the same reason.
+    monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: {"avx512_bf16"})
+    _, policy, why = csm.inference_precision(_tiny(), {**_allowed(delta=0.0167), "allowed": False}, SHA, "auto")
+    assert policy == "float32" and why.startswith("bf16 changed the valid metrics by 0.0167")
