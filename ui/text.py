@@ -42,7 +42,8 @@ HOME_SCOPE = (
     "**What it does not do**\n"
     "- it does not diagnose, grade or classify fractures, and it knows nothing about the patient;\n"
     "- it learned from FracAtlas (hand, leg, hip and shoulder X-rays from three hospitals in Bangladesh) and, "
-    "for the Lite0-UNet, also from Bone Fracture Detection (upper-limb X-rays from public collections); other "
+    "for the Lite0-UNet and the encoder-decoder, also from Bone Fracture Detection (upper-limb X-rays from public "
+    "collections); other "
     "body parts, CT or MRI give meaningless marks;\n"
     "- it does not clear an X-ray: *no finding* means that nothing reached the threshold, and at the default "
     "thresholds the models leave many fractured validation X-rays without a mark (each reading says how many);\n"
@@ -51,11 +52,12 @@ HOME_SCOPE = (
 )
 
 LIMITS = (
-    "- **Limits:** FracAtlas is one country, three hospitals and their devices; the second source of the "
-    "Lite0-UNet adds upper-limb X-rays only; no spine or skull, no CT/MRI. "
+    "- **Limits:** FracAtlas is one country, three hospitals and their devices; the second source (Lite0-UNet, "
+    "encoder-decoder) adds upper-limb X-rays only; no spine or skull, no CT/MRI. "
     "Subtle or overlapping fractures are outlined less consistently than obvious ones.\n"
-    "- **Models:** small. The U-Net and the encoder-decoder (about 1.5–2 million parameters) learned from "
-    "FracAtlas alone, with no pre-training on other pictures; the Lite0-UNet (3.8 million) starts from an "
+    "- **Models:** small. The U-Net and the encoder-decoder (about 1.5–2 million parameters) have no "
+    "pre-training on other pictures: the U-Net learned from FracAtlas alone, the encoder-decoder from FracAtlas "
+    "and then briefly from the second source, which it still marks poorly; the Lite0-UNet (3.8 million) starts from an "
     "encoder pre-trained on everyday photos (ImageNet) and learned from both X-ray sources. "
     "Hairline fractures may be below what they resolve.\n"
     "- **Unfamiliar X-rays:** other hospitals and devices, children, orthopaedic hardware or photos of a "
