@@ -296,8 +296,8 @@ def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "amx_bf16" in cpu_bf16_flags(cpuinfo)
 
 
-def time_train_step(name: str, policy: str, batch: int = 8, side: int = CONFIG.input_size, steps: int = 3) -> float:
-    """Seconds per training step of architecture ``name`` under Keras dtype ``policy`` (after one warm-up step).
+def time_train_step(name: str, policy: str, *, batch: int, side: int = CONFIG.input_size, steps: int = 3) -> float:
+    """Seconds per training step of architecture ``name`` under Keras dtype ``policy`` at ``batch`` crops (after one warm-up step).
 
     Random inputs, the default loss; the global policy is restored afterwards.
     """
