@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -467,7 +468,7 @@ def test_weight_average_is_the_weighted_mean_and_ships_with_its_ingredients(tmp_
         m.set_weights([np.full(w.shape, value, np.float32) for w in m.get_weights()])
         paths.append(str(run / "epochs" / "ep002.weights.h5"))
         m.save_weights(paths[-1])
-        (run / "history.csv").write_text(f"epoch,samples,minutes,val_dice\n0,{samples // 2},1.0,0.1\n1,{samples},2.0,0.2\n")
+        (run / "history.csv").write_text(f"epoch,samples,minutes,val_dice\n0,{samples // 2},1.0,0.1\n1,{samples},2.0,{0.2 + i / 10}\n")
         (run / "runs.jsonl").write_text(json.dumps({"command": f"python train.py run{i}", "precision": "float32", "loss": "ce_dice_topk"}) + "\n")
     out = tmp_path / "soup" / "mix.weights.h5"
     assert average_weights.main(["--model", "encoder_decoder", str(out), *paths, "--coef", "2", "1"]) == 0
@@ -482,10 +483,22 @@ def test_weight_average_is_the_weighted_mean_and_ships_with_its_ingredients(tmp_
     assert [(i["weight"], i["epochs"], i["samples_seen"]) for i in entry["soup"]["ingredients"]] == [(0.666667, 2, 100), (0.333333, 2, 300)]
     assert entry["training_command"].startswith("python train.py run0 ; python train.py run1 && python tools/average_weights.py")
     assert "epochs" not in entry  # an average has no epoch of its own
-    # A plain snapshot shipped over it replaces every training fact, the soup's included.
+    history = [ship_dir / "encoder_decoder.history.csv", ship_dir / "encoder_decoder.history.png"]
+    assert not any(p.exists() for p in history)  # and no run whose history could stand beside it
+    # A plain snapshot shipped over it replaces every training fact, the soup's included, and brings its run's history.
     assert train.main(["--model", "encoder_decoder", "--ship-from", paths[1], "--out-dir", str(ship_dir)]) == 0
     entry = read_manifest(ship_dir / "manifest.json")["models"]["encoder_decoder"]
     assert "soup" not in entry and entry["epochs"] == 2 and entry["samples_seen"] == 300
+    assert train_history.read_history(history[0]) == train_history.read_history(Path(paths[1]).parents[1] / "history.csv")
+    assert history[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The tool that writes it for a run kept elsewhere refuses a run whose scores are not the shipped weights'.
+    import ship_history
+
+    history[1].unlink()
+    assert ship_history.main(["--model", "encoder_decoder", "--run-dir", str(Path(paths[0]).parents[1]), "--out-dir", str(ship_dir)]) == 2
+    assert not history[1].exists()
+    assert ship_history.main(["--model", "encoder_decoder", "--run-dir", str(Path(paths[1]).parents[1]), "--out-dir", str(ship_dir)]) == 0
+    assert history[1].is_file()
 
     assert average_weights.main(["--model", "encoder_decoder", str(out), *paths, "--coef", "1"]) == 2
     assert average_weights.main(["--model", "encoder_decoder", str(tmp_path / "x.keras"), *paths]) == 2

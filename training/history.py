@@ -1,6 +1,7 @@
 """A run's records in ``<checkpoint-dir>/<model>/``: ``history.csv`` (one row per epoch),
-``runs.jsonl`` (one line per invocation), ``prior.json`` and ``best.json``, and the manifest
-facts read back from them (:func:`run_facts`)."""
+``runs.jsonl`` (one line per invocation), ``prior.json`` and ``best.json``, the manifest
+facts read back from them (:func:`run_facts`), and the shipped run's history beside the
+weights (:func:`write_shipped_history`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from important_variables import CONFIG, MODEL_LABELS
 from inference.manifest import entry_for_file
 from training.recipe import LOSS_NOTES, load_weights_model
 
 SNAPSHOT = re.compile(r"ep(\d+)\.weights\.h5")
+#: The valid columns of a history plot and their legend words: the Validator's in-training scores.
+PLOT_COLUMNS = (("val_dice", "Dice"), ("val_ap25", "box AP@25"), ("val_auc", "image AUC"),
+                ("val_false_findings_per_negative", "false findings per negative"))
 
 
 def read_history(path: Path) -> list[dict]:
@@ -98,6 +103,70 @@ def source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarra
         if all(np.array_equal(a, b) for a, b in zip(weights, other, strict=True)):
             return int(SNAPSHOT.fullmatch(snap.name).group(1))
     return None
+
+
+def _values(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(1-based epochs, values) of the rows where ``key`` holds a finite number."""
+    pairs = [(int(float(r["epoch"])) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
+    pairs = [(e, v) for e, v in pairs if math.isfinite(v)]
+    return [e for e, _ in pairs], [v for _, v in pairs]
+
+
+def plot_history(rows: list[dict], path: Path, title: str, shipped_epoch: int | None = None) -> None:
+    """Draw a run's ``history.csv`` rows to the PNG ``path``: training loss (left) and the valid
+    scores of :data:`PLOT_COLUMNS` (right, from 0) per 1-based epoch, ``shipped_epoch`` dashed."""
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(8.0, 3.4), dpi=100)
+    loss_ax, valid_ax = fig.subplots(1, 2)
+    loss_ax.plot(*_values(rows, "loss"), marker=".", label="training loss")
+    for key, words in PLOT_COLUMNS:
+        epochs, values = _values(rows, key)
+        if epochs:
+            valid_ax.plot(epochs, values, marker=".", label=words)
+    valid_ax.set_ylim(bottom=0)  # scores are 0-1; false findings per negative may pass 1
+    for ax, what in ((loss_ax, "loss"), (valid_ax, "valid score")):
+        if shipped_epoch is not None:
+            ax.axvline(shipped_epoch, color="0.4", linestyle="--", linewidth=1, label=f"shipped: epoch {shipped_epoch}")
+        ax.set(xlabel="epoch", ylabel=what)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_shipped_history(name: str, rows: list[dict], epoch: int | None, title: str,
+                          out_dir: Path | str = CONFIG.saved_model_dir) -> list[Path]:
+    """Write ``<out_dir>/<name>.history.csv`` (the run's rows, every epoch) and ``.history.png``
+    (:func:`plot_history`, the shipped ``epoch`` marked). Without rows (a weight average) both are
+    removed: the files there describe the weights this ship replaces. Returns the written paths."""
+    out_dir = Path(out_dir)
+    csv_path, png_path = out_dir / f"{name}.history.csv", out_dir / f"{name}.history.png"
+    if not rows:
+        csv_path.unlink(missing_ok=True)
+        png_path.unlink(missing_ok=True)
+        return []
+    tmp = csv_path.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in fields} for r in rows)
+    os.replace(tmp, csv_path)
+    plot_history(rows, png_path, title, epoch)
+    return [csv_path, png_path]
+
+
+def ship_history(name: str, source: Path | None, epoch: int | None,
+                 out_dir: Path | str = CONFIG.saved_model_dir) -> list[Path]:
+    """:func:`write_shipped_history` for the run that holds ``source`` (``epoch``: its 1-based epoch);
+    ``source`` None (weights that are no run's epoch) removes the files."""
+    rows = read_history(_run_dir(Path(source)) / "history.csv") if source is not None else []
+    title = f"{MODEL_LABELS.get(name, name)}: last training run (valid scored during training)"
+    return write_shipped_history(name, rows, epoch, title, out_dir)
 
 
 def _run_dir(source: Path) -> Path:

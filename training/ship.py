@@ -9,7 +9,7 @@ from pathlib import Path
 
 from important_variables import CONFIG, PAD_MULTIPLES
 from inference.manifest import MANIFEST_NAME, sha256_file, update_entry
-from training.history import run_facts
+from training.history import run_facts, ship_history
 from training.recipe import compile_model, load_weights_model
 from training.soup import soup_facts, soup_sidecar
 
@@ -29,7 +29,8 @@ STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criteri
 
 def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model_dir, note: str | None = None) -> Path:
     """Write ``<out_dir>/<name>.keras`` (seed 256x256x3 input, float32, compiled with the training loss) with
-    the weights of ``source`` and update its manifest entry (hash, params, training facts, inference scale).
+    the weights of ``source`` and update its manifest entry (hash, params, training facts, inference scale);
+    ``<name>.history.csv`` and ``.history.png`` become those of the run of ``source``.
 
     The threshold goes back to the default until ``evaluate.py --split valid --choose-threshold --write-manifest``
     picks one.
@@ -53,11 +54,15 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
     seed.save(tmp)
     os.replace(tmp, path)
 
+    soup = soup_sidecar(source).is_file()
+    facts = soup_facts(name, source) if soup else run_facts(name, source, trained.get_weights())
+    # The history beside the weights is that of their run; a weight average has none (removed).
+    ship_history(name, None if soup else source, facts.get("epochs"), out_dir)
     changes = {
         "file": path.name,
         "sha256": sha256_file(path),
         "params": int(seed.count_params()),
-        **(soup_facts(name, source) if soup_sidecar(source).is_file() else run_facts(name, source, trained.get_weights())),
+        **facts,
         "inference": {"scale": "native", "long_side": CONFIG.native_long_side, "pad_multiple": PAD_MULTIPLES[name]},
         "threshold": CONFIG.default_threshold,
         "threshold_source": "default (not yet chosen on valid for these weights)",

@@ -102,7 +102,7 @@ def operating_points_ui(manifest: dict) -> None:
 
 def paired_plots_ui() -> None:
     """History, ROC and PR plots in rows, one column per model, so they compare at a glance."""
-    for kind, title in (("history", "Training history"), ("roc", "ROC curve (test)"), ("pr", "Precision-recall (test)")):
+    for kind, title in (("history", "Training history of the last run (valid scored during training; dashed: the shipped epoch)"), ("roc", "ROC curve (test)"), ("pr", "Precision-recall (test)")):
         st.markdown(f"**{title}**")
         for col, name in zip(st.columns(len(MODEL_NAMES)), MODEL_NAMES, strict=True):
             path = CONFIG.saved_model_dir / f"{name}.history.png" if kind == "history" else _report_png(name, kind)
