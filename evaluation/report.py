@@ -11,6 +11,7 @@ import numpy as np
 from evaluation.cases import Case
 from evaluation.definitions import CREDIT, GRID_N
 from evaluation.evaluator import Evaluation
+from inference.model_card import interval_text
 
 
 # --------------------------------------------------------------------------- outputs
@@ -19,12 +20,12 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _intervals_cell(report: dict) -> str:
-    """"[lo, hi] / [lo, hi]" of the report's Dice mean and ROC-AUC intervals (evaluation.intervals)."""
+    """"lo–hi / lo–hi" of the report's Dice mean and ROC-AUC intervals (evaluation.intervals)."""
     m = (report.get("intervals") or {}).get("metrics", {})
 
     def one(name):
         iv = m.get(name) or {}
-        return "n/a" if iv.get("low") is None else f"[{iv['low']:.3f}, {iv['high']:.3f}]"
+        return interval_text(iv.get("low"), iv.get("high"))
 
     return f"{one('dice_mean')} / {one('roc_auc')}"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.calibration import reliability_report, scores_and_labels, valid_calibration
-from inference.manifest import bf16_check_allows
+from inference.manifest import bf16_check_refusal
 
 
 def read_metrics(path: Path) -> dict | None:
@@ -82,11 +82,28 @@ def _interval(metrics: Mapping | None, row: MetricRow) -> tuple[float, float] | 
     return None if low is None or high is None else (low, high)
 
 
-def _fmt(value, interval: tuple[float, float] | None = None) -> str:
-    """"0.245", or with an interval "0.245 (0.165–0.330)"; "–" for no value."""
+def interval_text(low: float | None, high: float | None, digits: int = 3, signed: bool = False) -> str:
+    """A 95 % interval as every view writes it: "0.165–0.330", signed (a difference) "-0.087 to +0.004";
+    "n/a" when there is none."""
+    if low is None or high is None:
+        return "n/a"
+    if signed:
+        return f"{low:+.{digits}f} to {high:+.{digits}f}"
+    return f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def with_interval(value: float | None, low: float | None = None, high: float | None = None, digits: int = 3,
+                  signed: bool = False) -> str:
+    """"0.245 (0.165–0.330)", or "+0.040 (+0.004 to +0.087)" signed; "0.245" without an interval; "–" without a value."""
     if value is None:
         return "–"
-    return f"{value:.3f}" if interval is None else f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text if low is None or high is None else f"{text} ({interval_text(low, high, digits, signed)})"
+
+
+def _fmt(value, interval: tuple[float, float] | None = None) -> str:
+    """:func:`with_interval` of a value and its (low, high) or None."""
+    return with_interval(value, *(interval or (None, None)))
 
 
 def _n_text(ns: Sequence[int | None], unit: str) -> str:
@@ -413,15 +430,14 @@ def training_facts(entry: Mapping | None) -> list[tuple[str, str]]:
 
 
 def _bf16_words(entry: Mapping) -> str:
-    """What the entry's ``bf16_inference`` check says, for these weights (a check of other weights says nothing)."""
+    """What the entry's ``bf16_inference`` check says for these weights, by the very rule prediction
+    applies (:func:`bf16_check_refusal`): used where native and faster, or float32 and why."""
     check = entry.get("bf16_inference")
-    if not isinstance(check, Mapping) or check.get("model_sha256") != entry.get("sha256"):
-        return "not checked on the validation images: runs in float32"
-    delta = _number(check.get("max_delta"))
-    if bf16_check_allows(check, entry.get("sha256")):  # the very rule prediction applies
-        return (f"checked on the validation images (largest metric change {delta}): used on CPUs with native "
-                "bfloat16 where it is faster, float32 elsewhere")
-    return f"checked on the validation images, not used (largest metric change {delta}): runs in float32"
+    refusal = bf16_check_refusal(check, entry.get("sha256"))
+    if refusal is None:
+        return (f"checked on the validation images (largest metric change {_number(check.get('max_delta'))}): used on "
+                "CPUs with native bfloat16 where it is faster, float32 elsewhere")
+    return f"not used, runs in float32: {refusal.replace('on valid', 'on the validation images')}"
 
 
 def _threshold_words(entry: Mapping) -> str | None:
@@ -433,7 +449,7 @@ def _threshold_words(entry: Mapping) -> str | None:
     return public_text(source)
 
 
-__all__ = ["ROWS", "ECE_LABEL", "DEFAULT_SOURCE", "CALIBRATION_HOLDS_ECE", "IMAGE_SCORE_WORDS", "read_metrics",
+__all__ = ["interval_text", "with_interval", "ROWS", "ECE_LABEL", "DEFAULT_SOURCE", "CALIBRATION_HOLDS_ECE", "IMAGE_SCORE_WORDS", "read_metrics",
            "named_metrics_rows", "verdict", "reliability_check", "reliability_by_source", "operating_points",
            "operating_point_at", "threshold_tradeoff", "operating_points_table", "miss_note", "miss_notes_by_source",
            "public_text", "training_facts"]

@@ -97,5 +97,5 @@ def test_the_markdown_table_shows_the_intervals_and_copes_with_an_older_report()
     table = markdown_table([dict(report, intervals=iv), older])
     row = next(line for line in table.splitlines() if line.startswith("| 95 % interval"))
     d, a = iv["metrics"]["dice_mean"], iv["metrics"]["roc_auc"]
-    assert f"[{d['low']:.3f}, {d['high']:.3f}] / [{a['low']:.3f}, {a['high']:.3f}]" in row
+    assert f"{d['low']:.3f}–{d['high']:.3f} / {a['low']:.3f}–{a['high']:.3f}" in row  # as the Models page writes it
     assert row.rstrip().endswith("| n/a / n/a |")

@@ -161,10 +161,11 @@ def test_training_facts_in_words_without_internal_keys_or_paths():
     bf16 = {"model_sha256": sha, "allowed": True, "max_delta": 0.002, "native_bf16": ["avx512_bf16"]}
     assert "float32" in dict(training_facts({"sha256": sha}))["bfloat16 inference"]
     assert "used on CPUs" in dict(training_facts({"sha256": sha, "bf16_inference": bf16}))["bfloat16 inference"]
-    assert "not used" in dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "allowed": False}}))["bfloat16 inference"]
-    # The card applies prediction's own rule: "allowed" over the tolerance is not used either.
-    assert "not used" in dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "max_delta": 0.02}}))["bfloat16 inference"]
+    assert "not allowed" in dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "allowed": False}}))["bfloat16 inference"]
+    # The card applies prediction's own rule and names its reason: "allowed" over the tolerance is not used either.
+    assert "changed the valid metrics by 0.02" in dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "max_delta": 0.02}}))["bfloat16 inference"]
     assert "not checked" in dict(training_facts({"sha256": "cd" * 32, "bf16_inference": bf16}))["bfloat16 inference"]
-    # A check run with emulated bf16 says nothing about the native kernels: not used.
-    assert "not used" in dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "native_bf16": []}}))["bfloat16 inference"]
+    # A check run with emulated bf16 says nothing about the native kernels: not used, and the card says so.
+    words = dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "native_bf16": []}}))["bfloat16 inference"]
+    assert words.startswith("not used, runs in float32") and "emulated" in words
     assert dict(training_facts({"training_command": "python train.py --model unet"}))["Started from"] == "random weights"

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cli.common import Parser, UsageError, positive_int, run_tool  # noqa: E402
 from evaluation.intervals import INTERVAL_METRICS, RESAMPLES, image_intervals, paired_differences  # noqa: E402
 from important_variables import CONFIG, DEFAULT_MODEL, MODEL_NAMES  # noqa: E402
+from inference.model_card import with_interval  # noqa: E402
 
 LABELS = {"dice_mean": "Dice mean", "roc_auc": "ROC-AUC", "sensitivity": "sensitivity", "specificity": "specificity",
           "false_findings_per_negative_image": "false findings / negative"}
@@ -44,10 +45,6 @@ def read_report(path: Path) -> dict:
     return report
 
 
-def _cell(value, low, high, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]" if low is not None else f"{value:.{digits}f}"
 
 
 def _name(report: dict, path: Path) -> str:
@@ -66,7 +63,7 @@ def compare(paths: list[Path], resamples: int = RESAMPLES) -> tuple[list[str], d
         iv = image_intervals(rep["per_image"], n=resamples)
         out["reports"].append({"file": path.name, "model": rep.get("model"), "intervals": iv})
         lines.append(_name(rep, path))
-        lines += [f"  {LABELS[m]:<26} {_cell(**iv['metrics'][m])}" for m in INTERVAL_METRICS]
+        lines += [f"  {LABELS[m]:<26} {with_interval(**iv['metrics'][m])}" for m in INTERVAL_METRICS]
     base_path, base = paths[0], reports[0]
     for path, rep in zip(paths[1:], reports[1:], strict=True):
         try:
@@ -78,7 +75,7 @@ def compare(paths: list[Path], resamples: int = RESAMPLES) -> tuple[list[str], d
         for m in INTERVAL_METRICS:
             d = diff["metrics"][m]
             better = "" if d["share_b_better"] is None else f"   better in {d['share_b_better']:.0%} of resamples"
-            lines.append(f"  {LABELS[m]:<26} {_cell(d['difference'], d['low'], d['high'], 3)}{better}")
+            lines.append(f"  {LABELS[m]:<26} {with_interval(d['difference'], d['low'], d['high'], signed=True)}{better}")
     lines.append(f"({out['reports'][0]['intervals']['method']})")
     return lines, out
 
