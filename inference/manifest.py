@@ -104,10 +104,10 @@ def bf16_check_refusal(check, sha256: str | None) -> str | None:
     names an instruction set: emulation rounds differently from the native kernels).
     """
     if not isinstance(check, Mapping) or sha256 is None or check.get("model_sha256") != sha256:
-        return "bf16 not checked on valid for these weights"
+        return "bf16 not checked on the validation images for these weights"
     native = check.get("native_bf16")
     if not isinstance(native, list) or not native:
-        return "bf16 checked on valid only with emulated bf16"
+        return "bf16 checked on the validation images only with emulated bf16"
     delta = check.get("max_delta")
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 <= delta <= BF16_INFERENCE_TOLERANCE:
         return f"bf16 changed the valid metrics by {delta} (tolerance {BF16_INFERENCE_TOLERANCE})"

@@ -437,7 +437,7 @@ def _bf16_words(entry: Mapping) -> str:
     if refusal is None:
         return (f"checked on the validation images (largest metric change {_number(check.get('max_delta'))}): used on "
                 "CPUs with native bfloat16 where it is faster, float32 elsewhere")
-    return f"not used, runs in float32: {refusal.replace('on valid', 'on the validation images')}"
+    return f"not used, runs in float32: {refusal}"
 
 
 def _threshold_words(entry: Mapping) -> str | None:
@@ -449,7 +449,7 @@ def _threshold_words(entry: Mapping) -> str | None:
     return public_text(source)
 
 
-__all__ = ["interval_text", "with_interval", "ROWS", "ECE_LABEL", "DEFAULT_SOURCE", "CALIBRATION_HOLDS_ECE", "IMAGE_SCORE_WORDS", "read_metrics",
-           "named_metrics_rows", "verdict", "reliability_check", "reliability_by_source", "operating_points",
+__all__ = ["interval_text", "with_interval", "ROWS", "ECE_LABEL", "DEFAULT_SOURCE", "CALIBRATION_HOLDS_ECE",
+           "IMAGE_SCORE_WORDS", "read_metrics", "named_metrics_rows", "verdict", "reliability_check", "reliability_by_source", "operating_points",
            "operating_point_at", "threshold_tradeoff", "operating_points_table", "miss_note", "miss_notes_by_source",
            "public_text", "training_facts"]

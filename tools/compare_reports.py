@@ -45,8 +45,6 @@ def read_report(path: Path) -> dict:
     return report
 
 
-
-
 def _name(report: dict, path: Path) -> str:
     return f"{report.get('model', path.stem)} ({path.name}, {report.get('source', 'FracAtlas')} {report.get('split', '?')})"
 

@@ -56,7 +56,7 @@ def run(args) -> None:
     if not rows:
         raise UsageError(f"{history}: no history rows")
     epoch = matching_epoch(entry, rows)
-    ship_history(args.model, args.run_dir / "epochs" / f"ep{epoch:03d}.weights.h5", epoch, args.out_dir)
+    ship_history(args.model, args.run_dir, epoch, args.out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """A run's records in ``<checkpoint-dir>/<model>/``: ``history.csv`` (one row per epoch),
 ``runs.jsonl`` (one line per invocation), ``prior.json`` and ``best.json``, the manifest
 facts read back from them (:func:`run_facts`), and the shipped run's history beside the
-weights (:func:`write_shipped_history`)."""
+weights (:func:`ship_history`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,13 +60,18 @@ def total_minutes(rows: list[dict]) -> float:
     return total
 
 
+def finite_values(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """(1-based epoch, value) of the rows where ``key`` holds a finite number."""
+    pairs = [(int(float(r["epoch"])) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
+    return [(e, v) for e, v in pairs if math.isfinite(v)]
+
+
 def best_so_far(ckpt: Path, rows: list[dict], monitor: str) -> float | None:
     """The monitored value ``best.keras`` holds (best.json), else the history's best; None for a new run."""
     best_json = ckpt / "best.json"
     if best_json.is_file():
         return float(json.loads(best_json.read_text())["value"])
-    vals = [float(r[monitor]) for r in rows if r.get(monitor) not in (None, "", "nan")]
-    vals = [v for v in vals if math.isfinite(v)]
+    vals = [v for _, v in finite_values(rows, monitor)]
     return max(vals) if vals else None
 
 
@@ -105,13 +111,6 @@ def source_epoch(name: str, source: Path, run_dir: Path, weights: list[np.ndarra
     return None
 
 
-def _values(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(1-based epochs, values) of the rows where ``key`` holds a finite number."""
-    pairs = [(int(float(r["epoch"])) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
-    pairs = [(e, v) for e, v in pairs if math.isfinite(v)]
-    return [e for e, _ in pairs], [v for _, v in pairs]
-
-
 def plot_history(rows: list[dict], path: Path, title: str, shipped_epoch: int | None = None) -> None:
     """Draw a run's ``history.csv`` rows to the PNG ``path``: training loss (left) and the valid
     scores of :data:`PLOT_COLUMNS` (right, from 0) per 1-based epoch, ``shipped_epoch`` dashed."""
@@ -120,11 +119,10 @@ def plot_history(rows: list[dict], path: Path, title: str, shipped_epoch: int | 
 
     fig = Figure(figsize=(8.0, 3.4), dpi=100)
     loss_ax, valid_ax = fig.subplots(1, 2)
-    loss_ax.plot(*_values(rows, "loss"), marker=".", label="training loss")
-    for key, words in PLOT_COLUMNS:
-        epochs, values = _values(rows, key)
-        if epochs:
-            valid_ax.plot(epochs, values, marker=".", label=words)
+    for ax, key, words in ((loss_ax, "loss", "training loss"), *((valid_ax, k, w) for k, w in PLOT_COLUMNS)):
+        pairs = finite_values(rows, key)
+        if pairs:
+            ax.plot(*zip(*pairs, strict=True), marker=".", label=words)
     valid_ax.set_ylim(bottom=0)  # scores are 0-1; false findings per negative may pass 1
     for ax, what in ((loss_ax, "loss"), (valid_ax, "valid score")):
         if shipped_epoch is not None:
@@ -138,38 +136,29 @@ def plot_history(rows: list[dict], path: Path, title: str, shipped_epoch: int | 
     fig.savefig(path)
 
 
-def write_shipped_history(name: str, rows: list[dict], epoch: int | None, title: str,
-                          out_dir: Path | str = CONFIG.saved_model_dir) -> list[Path]:
-    """Write ``<out_dir>/<name>.history.csv`` (the run's rows, every epoch) and ``.history.png``
-    (:func:`plot_history`, the shipped ``epoch`` marked). Without rows (a weight average) both are
-    removed: the files there describe the weights this ship replaces. Returns the written paths."""
+def ship_history(name: str, run_dir: Path | None, epoch: int | None,
+                 out_dir: Path | str = CONFIG.saved_model_dir) -> list[Path]:
+    """Copy the ``history.csv`` of ``run_dir`` (the run of the shipped weights) to
+    ``<out_dir>/<name>.history.csv`` and plot it to ``.history.png`` (:func:`plot_history`, the
+    shipped 1-based ``epoch`` marked). Without a run or its rows (a weight average: ``run_dir``
+    None) both are removed: the files there describe the weights this ship replaces.
+    Returns the written paths."""
     out_dir = Path(out_dir)
     csv_path, png_path = out_dir / f"{name}.history.csv", out_dir / f"{name}.history.png"
+    source = run_dir / "history.csv" if run_dir is not None else None
+    rows = read_history(source) if source is not None else []
     if not rows:
         csv_path.unlink(missing_ok=True)
         png_path.unlink(missing_ok=True)
         return []
     tmp = csv_path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in fields} for r in rows)
+    shutil.copyfile(source, tmp)
     os.replace(tmp, csv_path)
-    plot_history(rows, png_path, title, epoch)
+    plot_history(rows, png_path, f"{MODEL_LABELS.get(name, name)}: last training run (valid scored during training)", epoch)
     return [csv_path, png_path]
 
 
-def ship_history(name: str, source: Path | None, epoch: int | None,
-                 out_dir: Path | str = CONFIG.saved_model_dir) -> list[Path]:
-    """:func:`write_shipped_history` for the run that holds ``source`` (``epoch``: its 1-based epoch);
-    ``source`` None (weights that are no run's epoch) removes the files."""
-    rows = read_history(_run_dir(Path(source)) / "history.csv") if source is not None else []
-    title = f"{MODEL_LABELS.get(name, name)}: last training run (valid scored during training)"
-    return write_shipped_history(name, rows, epoch, title, out_dir)
-
-
-def _run_dir(source: Path) -> Path:
+def run_dir_of(source: Path) -> Path:
     """The checkpoint folder ``<checkpoint-dir>/<model>`` that holds ``source`` (best.keras or epochs/epNNN)."""
     return source.parent.parent if source.parent.name == "epochs" else source.parent
 
@@ -179,7 +168,7 @@ def run_facts(name: str, source: Path, weights: list[np.ndarray] | None = None) 
     training_command, epochs, samples_seen, training_minutes, training_precision, loss,
     shipped_from, valid_at_epoch, prior_training. Keys without a value are left out.
     ``weights`` (those of ``source``, when at hand) spare a reload if its epoch must be found by matching."""
-    run_dir = _run_dir(source)
+    run_dir = run_dir_of(source)
     rows = read_history(run_dir / "history.csv")
     epoch = source_epoch(name, source, run_dir, weights)
     upto = rows[:epoch] if epoch is not None else rows

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from important_variables import CONFIG, PAD_MULTIPLES
 from inference.manifest import MANIFEST_NAME, sha256_file, update_entry
-from training.history import run_facts, ship_history
+from training.history import run_dir_of, run_facts, ship_history
 from training.recipe import compile_model, load_weights_model
 from training.soup import soup_facts, soup_sidecar
 
@@ -57,7 +57,7 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
     soup = soup_sidecar(source).is_file()
     facts = soup_facts(name, source) if soup else run_facts(name, source, trained.get_weights())
     # The history beside the weights is that of their run; a weight average has none (removed).
-    ship_history(name, None if soup else source, facts.get("epochs"), out_dir)
+    ship_history(name, None if soup else run_dir_of(source), facts.get("epochs"), out_dir)
     changes = {
         "file": path.name,
         "sha256": sha256_file(path),
