@@ -50,10 +50,11 @@ def home_page() -> None:
     text, picture = st.columns([3, 2], gap="large")
     with text:
         st.markdown(
-            "Upload an X-ray, pick one of three small segmentation models (or compare them all), and get the "
-            "image back with the regions that look like a fracture marked: an outline, numbered boxes "
+            "Upload an X-ray, pick one of three small segmentation models or their ensemble (or compare them all), "
+            "and get the image back with the regions that look like a fracture marked: an outline, numbered boxes "
             "and a score for each finding; a *borderline* note when a region came close to the "
-            "threshold; or a clear *no fracture found*."
+            "threshold; or, when nothing reaches it, *no finding at the threshold* with how often the model "
+            "misses a fracture there: never an all-clear."
         )
         st.markdown(HOME_SCOPE)
         st.warning(DISCLAIMER, icon=":material/medical_information:")

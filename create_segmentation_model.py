@@ -10,6 +10,9 @@ convolutional, so they also run on other sizes divisible by
   without squeeze-excitation, ReLU6, BN eps 1e-3), whose encoder can start from
   ImageNet weights (``pretrained.efficientnet_lite0``). Its layers are named so that
   each maps to one entry of the reference PyTorch state dict.
+- ``ensemble``: the members of ``important_variables.ENSEMBLE_MEMBERS`` side by side on one
+  input, their softmax maps averaged with those weights; not trained, written from the
+  shipped members by ``tools/build_ensemble.py``.
 
 Builders are pure functions (no file access); ``load_segmentation_model`` is the
 only place that reads a model file, and it asks ``inference.manifest`` (the owner of
@@ -26,7 +29,7 @@ import keras
 from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
-from important_variables import CONFIG, MODEL_NAMES, PAD_MULTIPLES
+from important_variables import CONFIG, ENSEMBLE_MEMBERS, MODEL_NAMES, PAD_MULTIPLES
 from inference.manifest import (  # noqa: F401  (re-exported)
     BF16_INFERENCE_TOLERANCE,
     ModelIntegrityError,
@@ -182,16 +185,43 @@ def build_lite0_unet(input_shape=INPUT_SHAPE) -> keras.Model:
     return keras.Model(inputs, _head(x), name="lite0_unet")
 
 
+def member_prefix(member: str) -> str:
+    """The prefix of a member's layer names inside the ensemble (the members share names such as ``dec1_conv1``)."""
+    return f"{member}__"
+
+
+def _renamed(prefix: str) -> Callable[[layers.Layer], layers.Layer]:
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name})
+    return clone
+
+
+def build_ensemble(input_shape=INPUT_SHAPE) -> keras.Model:
+    """The members of ``ENSEMBLE_MEMBERS`` on one input, output ``sum(weight * member softmax)``: (H, W, 2), float32,
+    still a softmax (the weights sum to 1). One flat graph (each member's layers under
+    :func:`member_prefix`), so batch-norm folding, the precision twin and the feature layer of the
+    "unlike the training images" check see every layer; parameters: the members' sum.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    parts = []
+    for member, weight in ENSEMBLE_MEMBERS.items():
+        prefix = member_prefix(member)
+        net = keras.models.clone_model(BUILDERS[member](input_shape), input_tensors=inputs, clone_function=_renamed(prefix))
+        parts.append(layers.Rescaling(weight, name=f"{prefix}weight", dtype="float32")(net.output))
+    return keras.Model(inputs, layers.Add(name="output", dtype="float32")(parts), name="ensemble")
+
+
 BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "unet": build_unet,
     "encoder_decoder": build_encoder_decoder,
     "lite0_unet": build_lite0_unet,
+    "ensemble": build_ensemble,
 }
 assert set(BUILDERS) == set(MODEL_NAMES) == set(PAD_MULTIPLES)
 
 
 def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
-    """Build the (untrained) model called ``name`` ('unet' or 'encoder_decoder')."""
+    """Build the (untrained) model called ``name`` (one of ``MODEL_NAMES``)."""
     try:
         builder = BUILDERS[name]
     except KeyError:

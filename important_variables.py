@@ -15,17 +15,24 @@ from types import MappingProxyType
 REPO_ROOT = Path(__file__).resolve().parent
 
 #: Names of the shipped models, as used on the command line and in file names.
-MODEL_NAMES: tuple[str, ...] = ("unet", "encoder_decoder", "lite0_unet")
+MODEL_NAMES: tuple[str, ...] = ("unet", "encoder_decoder", "lite0_unet", "ensemble")
+#: The models with training of their own (``train.py``); the ensemble is written from them.
+TRAINED_MODELS: tuple[str, ...] = ("unet", "encoder_decoder", "lite0_unet")
+#: The ensemble's members and their weights in its average of the members' softmax maps
+#: (chosen on FracAtlas valid among multiples of 0.25: docs/experiments.md). It has no training of its
+#: own: ``tools/build_ensemble.py`` writes it from the shipped members' files.
+ENSEMBLE_MEMBERS: Mapping[str, float] = MappingProxyType({"lite0_unet": 0.75, "encoder_decoder": 0.25})
 #: The model the app's dashboard and predict.py start with: the one that wins on valid.
-DEFAULT_MODEL = "lite0_unet"
+DEFAULT_MODEL = "ensemble"
 #: Whole-image prediction pads each side to a multiple of 2 ** (stride-2 steps of the net);
 #: a model not listed uses ``CONFIG.pad_multiple``.
 #: The encoder-decoder would need 8, but its valid choice and test metrics were made at 16: kept.
-PAD_MULTIPLES: Mapping[str, int] = MappingProxyType({"unet": 16, "encoder_decoder": 16, "lite0_unet": 32})
+PAD_MULTIPLES: Mapping[str, int] = MappingProxyType({"unet": 16, "encoder_decoder": 16, "lite0_unet": 32, "ensemble": 32})
 
 #: Human labels for the UI, keyed by model name.
 MODEL_LABELS: Mapping[str, str] = MappingProxyType(
-    {"unet": "U-Net", "encoder_decoder": "Simple encoder-decoder", "lite0_unet": "Lite0-UNet (ImageNet encoder)"}
+    {"unet": "U-Net", "encoder_decoder": "Simple encoder-decoder", "lite0_unet": "Lite0-UNet (ImageNet encoder)",
+     "ensemble": "Ensemble (Lite0-UNet + encoder-decoder)"}
 )
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from cli.common import Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from fracture.native import AUGMENTS
-from important_variables import CONFIG, MODEL_NAMES
+from important_variables import CONFIG, TRAINED_MODELS
 from training.recipe import LOSS_NOTES, MONITORS, SOURCE_CHOICES
 
 log = logging.getLogger("train")
@@ -69,7 +69,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> Parser:
     p = Parser(prog="train.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=MODEL_NAMES, required=True, help="which architecture (required)")
+    p.add_argument("--model", choices=TRAINED_MODELS, required=True, help="which architecture (required)")
     p.add_argument("--epochs", type=positive_int, help="total epochs of --steps-per-epoch steps; a resumed run continues up to this "
                    "(required to train; no default)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=256, help="training steps per epoch")

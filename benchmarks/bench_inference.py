@@ -41,6 +41,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from important_variables import MODEL_NAMES  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("bench_inference")
@@ -210,7 +212,7 @@ def table(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="FracAtlas folder (default: $FRACATLAS_DIR, then the usual places)")
-    ap.add_argument("--models", nargs="+", default=["unet", "encoder_decoder", "lite0_unet"])
+    ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
     ap.add_argument("--runs", type=int, default=30, help="timed runs per measurement (>= 20 for the report)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--cli-images", type=int, default=200)

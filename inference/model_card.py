@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from important_variables import MODEL_LABELS
 from inference.calibration import reliability_report, scores_and_labels, valid_calibration
 from inference.manifest import bf16_check_refusal
 
@@ -414,8 +415,10 @@ def training_facts(entry: Mapping | None) -> list[tuple[str, str]]:
     score = entry.get("image_score")
     rows = [
         ("Parameters", _number(entry.get("params"))),
+        ("Members (fracture maps averaged)", _members_words(entry.get("members"))),
         ("Started from", f"earlier weights of the same model ({start})" if start else
-         "random weights" if command else None),
+         "random weights" if command else
+         "its members' shipped weights (no training of its own)" if entry.get("members") else None),
         ("Epochs of the last run (up to the shipped snapshot)", _number(entry.get("epochs"))),
         ("Training crops of the last run", _number(entry.get("samples_seen"))),
         ("Minutes of the last run", _number(entry.get("training_minutes"))),
@@ -427,6 +430,14 @@ def training_facts(entry: Mapping | None) -> list[tuple[str, str]]:
         ("bfloat16 inference", _bf16_words(entry)),
     ]
     return [(label, "–" if value is None else value) for label, value in rows]
+
+
+def _members_words(members) -> str | None:
+    """"Lite0-UNet x 0.75 + Simple encoder-decoder x 0.25" for an ensemble's ``members`` record; None otherwise."""
+    if not isinstance(members, Mapping) or not members:
+        return None
+    weights = {name: float(m.get("weight", math.nan)) for name, m in members.items() if isinstance(m, Mapping)}
+    return " + ".join(f"{MODEL_LABELS.get(name, name)} x {w:g}" for name, w in sorted(weights.items(), key=lambda kv: -kv[1]))
 
 
 def _bf16_words(entry: Mapping) -> str:

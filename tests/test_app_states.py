@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # runs the app (AppTest)
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 TIMEOUT = 120
-PEAK = {"unet": 0.75, "encoder_decoder": 0.55, "lite0_unet": 0.5}  # the stand-ins' highest score per model
+PEAK = {"unet": 0.75, "encoder_decoder": 0.55, "lite0_unet": 0.5, "ensemble": 0.6}  # the stand-ins' highest score per model
 
 
 class StubPredictor:
@@ -283,26 +283,25 @@ def test_each_model_keeps_its_own_threshold(stub_models, manifest_dir):
 # --------------------------------------------------------------------------- compare
 def test_compare_view_shows_every_model_with_its_findings(stub_models, manifest_dir):
     manifest_dir(unet={"threshold": 0.7, "borderline_margin": 0.1}, encoder_decoder={"threshold": 0.8, "borderline_margin": 0.1},
-                 lite0_unet={"threshold": 0.8, "borderline_margin": 0.1})
+                 lite0_unet={"threshold": 0.8, "borderline_margin": 0.1}, ensemble={"threshold": 0.9, "borderline_margin": 0.1})
     at = upload(dashboard(), ("one.png", png_bytes()), ("two.png", png_bytes(260)))
     at.radio(key="view_mode").set_value("compare").run()
     assert not at.exception and not at.error
-    lite0 = MODEL_LABELS["lite0_unet"]
-    assert captions(at) == ["Input, 300x300 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80",
-                            f"{lite0}, threshold 0.80",
-                            "Input, 260x260 px", "U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80",
-                            f"{lite0}, threshold 0.80"]
-    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10) and the
-    # Lite0-UNet (0.50) have none.
-    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(no_findings(at)) == 4 and not at.success
+    lite0, ensemble = MODEL_LABELS["lite0_unet"], MODEL_LABELS["ensemble"]
+    per_upload = ["U-Net, threshold 0.70", "Simple encoder-decoder, threshold 0.80", f"{lite0}, threshold 0.80",
+                  f"{ensemble}, threshold 0.90"]
+    assert captions(at) == ["Input, 300x300 px", *per_upload, "Input, 260x260 px", *per_upload]
+    # Per upload: the U-Net (0.75 ≥ 0.70) has a finding, the encoder-decoder (0.55 < 0.80 - 0.10), the
+    # Lite0-UNet (0.50) and the ensemble (0.60 < 0.90 - 0.10) have none.
+    assert len(badges(at)) == 2 and len(at.dataframe) == 2 and len(no_findings(at)) == 6 and not at.success
     # The compare view has the downloads too: one labelled row per model and upload.
     labels = [b.label for b in at.get("download_button")]
-    for model in ("U-Net", "Simple encoder-decoder", lite0):
+    for model in ("U-Net", "Simple encoder-decoder", lite0, ensemble):
         for what in ("Annotated PNG", "Findings JSON", "Mask PNG"):
             assert labels.count(f"{what} ({model})") == 2, labels
     # Every threshold is in the sidebar and each moves only its own model.
     at.slider(key="threshold_encoder_decoder").set_value(0.5).run()
-    assert len(badges(at)) == 4 and len(no_findings(at)) == 2
+    assert len(badges(at)) == 4 and len(no_findings(at)) == 4
     assert at.slider(key="threshold_unet").value == pytest.approx(0.7)
     at.radio(key="view_mode").set_value("single").run()
     assert len(at.image) == 4 and at.radio(key="model").value in MODEL_LABELS

@@ -31,8 +31,9 @@ def test_bench_model_runs_each_path(images, name):
         assert out[key]["median_ms"] > 0, key
     assert out["scale"] in ("native", "fixed 256x256")
     assert out["ratio_a_over_b"] > 0 and out["ratio_a_over_c"] > 0
-    # The Lite0-UNet's batch norms are folded for inference; the unfolded forward is timed beside it.
-    assert ("b_forward_unfolded" in out) == (name == "lite0_unet")
+    # The Lite0-UNet's batch norms (the ensemble's through its Lite0-UNet member) are folded for inference;
+    # the unfolded forward is timed beside it.
+    assert ("b_forward_unfolded" in out) == (name in ("lite0_unet", "ensemble"))
     # On a CPU with native bf16 both precisions are timed side by side, whichever the model runs in.
     assert out["precision"] in ("float32", "mixed_bfloat16")
     assert ("b_forward_bf16" in out) == ("b_forward_float32" in out) == bool(cpu_bf16_flags())

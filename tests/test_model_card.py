@@ -169,3 +169,8 @@ def test_training_facts_in_words_without_internal_keys_or_paths():
     words = dict(training_facts({"sha256": sha, "bf16_inference": {**bf16, "native_bf16": []}}))["bfloat16 inference"]
     assert words.startswith("not used, runs in float32") and "emulated" in words
     assert dict(training_facts({"training_command": "python train.py --model unet"}))["Started from"] == "random weights"
+    ensemble = dict(training_facts({"members": {"encoder_decoder": {"weight": 0.25, "sha256": sha},
+                                                "lite0_unet": {"weight": 0.75, "sha256": sha}}}))
+    assert ensemble["Members (fracture maps averaged)"] == "Lite0-UNet (ImageNet encoder) x 0.75 + Simple encoder-decoder x 0.25"
+    assert ensemble["Started from"] == "its members' shipped weights (no training of its own)"
+    assert dict(training_facts(entry))["Members (fracture maps averaged)"] == "–"

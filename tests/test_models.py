@@ -16,6 +16,9 @@ from create_segmentation_model import (
 )
 from important_variables import CONFIG, MODEL_NAMES, PAD_MULTIPLES
 
+#: Exact parameter counts; the ensemble's is its members' sum (no layer of its own has weights).
+PARAMS = {"unet": 1_941_122, "encoder_decoder": 1_554_498, "lite0_unet": 3_827_522, "ensemble": 5_382_020}
+
 
 def _load_in_fresh_process(path) -> str:
     """Load ``path`` with plain ``keras.saving.load_model`` (safe mode, compiled) in a new
@@ -170,7 +173,7 @@ def test_shipped_models_match_manifest_and_load(name, shipped_model_path):
     path = shipped_model_path(name)
     info = read_manifest()["models"][name]
     assert info["sha256"] == sha256_file(path)
-    assert info["params"] == {"unet": 1_941_122, "encoder_decoder": 1_554_498, "lite0_unet": 3_827_522}[name]
+    assert info["params"] == PARAMS[name]
     assert 0.0 < info["threshold"] < 1.0
     m = load_named_model(name)
     assert m.output_shape == (None, 256, 256, 2)
@@ -182,6 +185,6 @@ def test_shipped_models_load_in_fresh_process_with_plain_keras(name, shipped_mod
     """`keras.saving.load_model(path)` with safe_mode and no custom_objects, compile included; the seed's
     256x256x3 model whatever the training scale. The loss is the one of the trainer that shipped it
     (``ce_dice_loss``: the 256-px trainer; ``ce_dice_fractured_loss``: train.py at native scale)."""
-    params = {"unet": 1_941_122, "encoder_decoder": 1_554_498, "lite0_unet": 3_827_522}[name]
+    params = PARAMS[name]
     loss, count = _load_in_fresh_process(shipped_model_path(name)).split()
     assert loss in ("ce_dice_loss", "ce_dice_fractured_loss") and int(count) == params

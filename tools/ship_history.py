@@ -18,12 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli.common import Parser, UsageError, run_tool  # noqa: E402
-from important_variables import CONFIG, MODEL_NAMES  # noqa: E402
+from important_variables import CONFIG, TRAINED_MODELS  # noqa: E402
 
 
 def parser() -> Parser:
     p = Parser(prog="ship_history.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, choices=MODEL_NAMES, help="which shipped model")
+    p.add_argument("--model", required=True, choices=TRAINED_MODELS, help="which shipped model")
     p.add_argument("--run-dir", required=True, type=Path, help="the run folder (history.csv) of the shipped weights")
     p.add_argument("--out-dir", type=Path, default=CONFIG.saved_model_dir, help="where the model and manifest are")
     return p
