@@ -51,7 +51,7 @@ def averaged(members: list[list], weights: tuple[float, ...]) -> list:
 
 
 def main(argv=None) -> int:
-    from finding_rule_sweep import numbers
+    from finding_rule_sweep import scored_by_source, valid_sources
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", nargs="+", choices=TRAINED_MODELS, default=list(TRAINED_MODELS), help="shipped models to average")
@@ -61,22 +61,15 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="first N fractured + N negative valid images (a smoke run; not for the docs)")
     args = p.parse_args(argv)
 
-    from cli.common import require_data_dir
     from create_segmentation_model import load_named_model
     from evaluation.cases import run_inference, select_records
     from evaluation.evaluator import choose_on_valid
-    from evaluation.scoring import json_safe, score_cases
-    from fracture.dataset import FracAtlas
+    from evaluation.scoring import json_safe
     from inference.manifest import model_entry
     from prediction import predictor_for
 
     t0 = time.time()
-    sources = {"fracatlas": FracAtlas(require_data_dir(args.data))}
-    if args.yolo8:
-        from cli.common import require_yolo8_dir
-        from fracture.bone_fracture_yolo8 import BoneFractureYolo8
-
-        sources["yolo8"] = BoneFractureYolo8(require_yolo8_dir())
+    sources = valid_sources(args.data, args.yolo8)
     records = {key: select_records(ds, "valid", args.limit) for key, ds in sources.items()}
     cached: dict[str, list[list]] = {key: [] for key in sources}
     for name in args.models:
@@ -94,8 +87,7 @@ def main(argv=None) -> int:
         row = {"weights": dict(zip(args.models, weights, strict=True)), "threshold": threshold, "findings_f1_iou25": choice["value"],
                "image_score": image_score.get("chosen"),
                "auc_of_chosen_score": (image_score.get("roc_auc") or {}).get(image_score.get("chosen"))}
-        for key, members in cached.items():
-            row[key] = numbers(score_cases(valid if key == "fracatlas" else averaged(members, weights), threshold))
+        row.update(scored_by_source(cached, valid, threshold, lambda members, weights=weights: averaged(members, weights)))
         print(json.dumps(json_safe(row)), flush=True)
     print(json.dumps({"minutes": round((time.time() - t0) / 60, 1)}), flush=True)
     return 0

@@ -43,6 +43,28 @@ def numbers(scored: dict) -> dict:
             "false_findings_per_negative": img["false_findings_per_negative_image"]}
 
 
+def valid_sources(data: str | None, yolo8: bool) -> dict:
+    """{"fracatlas": FracAtlas, and with ``yolo8`` "yolo8": BoneFractureYolo8}: the data sets a sweep scores on."""
+    from cli.common import require_data_dir
+    from fracture.dataset import FracAtlas
+
+    sources = {"fracatlas": FracAtlas(require_data_dir(data))}
+    if yolo8:
+        from cli.common import require_yolo8_dir
+        from fracture.bone_fracture_yolo8 import BoneFractureYolo8
+
+        sources["yolo8"] = BoneFractureYolo8(require_yolo8_dir())
+    return sources
+
+
+def scored_by_source(cached: dict, valid: list, threshold: float, recast) -> dict:
+    """{source: :func:`numbers` at ``threshold``}: FracAtlas valid as ``valid`` (the cases the threshold was chosen
+    on), every other source's cached cases through ``recast`` (the same change of rule or map)."""
+    from evaluation.scoring import score_cases
+
+    return {key: numbers(score_cases(valid if key == "fracatlas" else recast(cases), threshold)) for key, cases in cached.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, required=True, help="a shipped model (its manifest entry's settings)")
@@ -55,12 +77,10 @@ def main(argv=None) -> int:
     if any(not 0 < r <= 1 for r in args.ratios):
         p.error("--ratios: each must be in (0, 1]")
 
-    from cli.common import require_data_dir
     from create_segmentation_model import build_model, load_named_model
     from evaluation.cases import run_inference, select_records
     from evaluation.evaluator import choose_on_valid
-    from evaluation.scoring import json_safe, score_cases
-    from fracture.dataset import FracAtlas
+    from evaluation.scoring import json_safe
     from inference.manifest import model_entry
     from prediction import predictor_for
 
@@ -71,12 +91,7 @@ def main(argv=None) -> int:
     else:
         model = load_named_model(args.model)
     predictor = predictor_for(model, args.model, model_entry(args.model), precision="float32")
-    sources = {"fracatlas": FracAtlas(require_data_dir(args.data))}
-    if args.yolo8:
-        from cli.common import require_yolo8_dir
-        from fracture.bone_fracture_yolo8 import BoneFractureYolo8
-
-        sources["yolo8"] = BoneFractureYolo8(require_yolo8_dir())
+    sources = valid_sources(args.data, args.yolo8)
     cached = {key: run_inference(predictor, select_records(ds, "valid", args.limit), 0.5, progress=False)[0]
               for key, ds in sources.items()}
     for ratio in args.ratios:
@@ -84,8 +99,7 @@ def main(argv=None) -> int:
         choice, threshold, _ = choose_on_valid(valid, args.model, "valid", 0.5, "", False)
         row = {"model": args.model, "weights": args.weights or "shipped", "low_ratio": ratio, "threshold": threshold,
                "findings_f1_iou25": choice["value"]}
-        for key, cases in cached.items():
-            row[key] = numbers(score_cases(valid if key == "fracatlas" else recut(cases, ratio), threshold))
+        row.update(scored_by_source(cached, valid, threshold, lambda cases, ratio=ratio: recut(cases, ratio)))
         print(json.dumps(json_safe(row)), flush=True)
     print(json.dumps({"minutes": round((time.time() - t0) / 60, 1)}), flush=True)
     return 0

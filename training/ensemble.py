@@ -8,13 +8,12 @@ The ensemble has no training of its own; it is written again whenever a member i
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from important_variables import CONFIG, ENSEMBLE_MEMBERS, PAD_MULTIPLES
 from inference.manifest import MANIFEST_NAME, read_manifest, sha256_file, update_entry
-from training.ship import STALE_ON_SHIP
+from training.ship import STALE_ON_SHIP, save_shipped
 
 log = logging.getLogger("train")
 
@@ -62,18 +61,13 @@ def write_ensemble(saved_dir: Path | str = CONFIG.saved_model_dir, command: str 
     import keras
 
     from create_segmentation_model import build_model, load_segmentation_model
-    from training.recipe import compile_model
 
     saved_dir = Path(saved_dir)
     keras.mixed_precision.set_global_policy("float32")
     members = {name: load_segmentation_model(saved_dir / CONFIG.model_files[name]) for name in ENSEMBLE_MEMBERS}
     ensemble = build_model(NAME)
     copy_member_weights(ensemble, members)
-    compile_model(ensemble)
-    path = saved_dir / CONFIG.model_files[NAME]
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    ensemble.save(tmp)
-    os.replace(tmp, path)
+    path = save_shipped(ensemble, NAME, saved_dir)
 
     manifest = read_manifest(saved_dir / MANIFEST_NAME)["models"]
     first = manifest[next(iter(ENSEMBLE_MEMBERS))]

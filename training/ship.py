@@ -27,6 +27,18 @@ STALE_ON_SHIP = ("threshold_criterion", "borderline_margin", "borderline_criteri
                  "shipped_from", "valid_at_epoch", "prior_training", "soup", "training_note")
 
 
+def save_shipped(model, name: str, out_dir: Path) -> Path:
+    """Compile ``model`` with the training loss (so the file carries it) and write it to
+    ``<out_dir>/<name>.keras`` atomically (a reader never sees half a file); returns the path."""
+    compile_model(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CONFIG.model_files[name]
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model_dir, note: str | None = None) -> Path:
     """Write ``<out_dir>/<name>.keras`` (seed 256x256x3 input, float32, compiled with the training loss) with
     the weights of ``source`` and update its manifest entry (hash, params, training facts, inference scale);
@@ -47,12 +59,7 @@ def ship(name: str, source: Path | str, out_dir: Path | str = CONFIG.saved_model
     trained = load_weights_model(name, source)
     seed = build_model(name)
     seed.set_weights(trained.get_weights())
-    compile_model(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / CONFIG.model_files[name]
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    seed.save(tmp)
-    os.replace(tmp, path)
+    path = save_shipped(seed, name, out_dir)
 
     soup = soup_sidecar(source).is_file()
     facts = soup_facts(name, source) if soup else run_facts(name, source, trained.get_weights())
