@@ -92,6 +92,9 @@ class Config:
     #: the image-level term of the training loss (``utils.ce_dice_topk_loss``): training sharpens
     #: what is scored.
     image_score_topk_px: int = 64
+    #: Weight of the teacher's soft cross-entropy beside the label loss in ``utils.ce_dice_distill_loss``
+    #: (``train.py --teacher``): 1 = as much as the labels' cross-entropy.
+    distill_weight: float = 1.0
 
     #: Uploads and decoding limits.
     max_upload_mb: int = 50

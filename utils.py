@@ -135,8 +135,26 @@ def ce_dice_topk_loss(y_true, y_pred):
     return ce_dice_fractured_loss(y_true, y_pred) + ops.mean(topk_image_bce(y_true, y_pred))
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE, name="ce_dice_distill_loss")
+def ce_dice_distill_loss(y_true, y_pred):
+    """:func:`ce_dice_fractured_loss` on the labels + ``CONFIG.distill_weight`` x the cross-entropy
+    of ``y_pred`` against a teacher's softmax map (knowledge distillation).
+
+    ``y_true`` has 4 channels, (B, H, W, 4) float32: the one-hot labels (channels 0-1, so the
+    Dice gate and the ``dice_coef`` metric still see the hard mask) followed by the teacher's
+    probabilities (channels 2-3, each pixel summing to 1; ``training.distill.TeacherTargets``
+    appends them). The soft term carries what the teacher knows beyond the outline: how
+    confident it is around the fracture and on the negatives.
+    """
+    n = CONFIG.num_classes
+    hard, soft = y_true[..., :n], y_true[..., n:]
+    soft_ce = ops.mean(keras.losses.categorical_crossentropy(soft, y_pred))
+    return ce_dice_fractured_loss(hard, y_pred) + CONFIG.distill_weight * soft_ce
+
+
 #: ``train.py --loss`` choices.
-TRAINING_LOSSES = {"ce_dice_fractured": ce_dice_fractured_loss, "ce_dice_topk": ce_dice_topk_loss}
+TRAINING_LOSSES = {"ce_dice_fractured": ce_dice_fractured_loss, "ce_dice_topk": ce_dice_topk_loss,
+                   "ce_dice_distill": ce_dice_distill_loss}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="hard_dice")

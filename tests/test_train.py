@@ -350,6 +350,65 @@ def test_topk_image_term_by_hand():
     assert total == pytest.approx(_loss(y, pred) + got.mean(), rel=1e-5)
 
 
+def test_distill_loss_by_hand_and_its_pull_toward_the_teacher():
+    """utils.ce_dice_distill_loss: the label loss on channels 0-1 + CONFIG.distill_weight x the cross-entropy
+    against the teacher's map on channels 2-3; lowest where the student matches the teacher."""
+    import utils
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((2, 16, 16))
+    mask[0, 4:9, 3:8] = 1
+    y = _onehot(mask)
+    p = rng.uniform(0.05, 0.95, (2, 16, 16))
+    pred = np.stack([1 - p, p], -1).astype(np.float32)
+    q = rng.uniform(0.05, 0.95, (2, 16, 16))
+    teacher = np.stack([1 - q, q], -1)
+    got = float(utils.ce_dice_distill_loss(np.concatenate([y, teacher], -1).astype(np.float32), pred))
+    assert got == pytest.approx(_loss(y, pred) + CONFIG.distill_weight * _ce(teacher, pred), rel=1e-4)
+    # The Dice gate still reads the hard mask: a soft teacher map on a negative adds no Dice term.
+    assert _loss(y, pred) == pytest.approx(_loss(np.concatenate([y, teacher], -1)[..., :2], pred), rel=1e-6)
+    # For a fixed student, the soft term is smallest when the teacher says what the student says.
+    loss_of = lambda t: float(utils.ce_dice_distill_loss(np.concatenate([y, t], -1).astype(np.float32), pred))  # noqa: E731
+    assert loss_of(pred) < loss_of(teacher) and loss_of(pred) < loss_of(y)
+
+
+def test_teacher_targets_append_the_teachers_map_to_each_batch():
+    """training.distill.teacher_targets: same x, labels first, then the teacher's softmax; the seeding of the base."""
+    import keras
+
+    from fracture.native import crop_batches
+    from training.distill import teacher_targets
+
+    inputs = keras.Input((None, None, 3))
+    teacher = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", activation="softmax")(inputs))
+    base = crop_batches(_toy_split(), 4, seed=7, start=0, crop=64, workers=1)
+    data = teacher_targets(base, teacher, workers=1)
+    assert data.num_batches is None
+    x, y = data[2]
+    bx, by = base[2]
+    np.testing.assert_array_equal(x, bx)
+    assert y.shape == (4, 64, 64, 4) and y.dtype == np.float32
+    np.testing.assert_array_equal(y[..., :2], by)
+    np.testing.assert_allclose(y[..., 2:], np.asarray(teacher(bx)), atol=1e-6)
+    np.testing.assert_allclose(y[..., 2:].sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_distilled_run_trains_with_the_teachers_maps(data_dir, tmp_path, capsys):
+    """--teacher with --loss ce_dice_distill: a few steps of the encoder-decoder learning the shipped
+    encoder-decoder's maps; the run records both; either option alone is a usage error."""
+    assert train.main(["--model", "encoder_decoder", "--epochs", "1", "--loss", "ce_dice_distill", "--teacher", "encoder_decoder",
+                       "--valid-limit", "2", *_args(data_dir, tmp_path)]) == 0
+    run = tmp_path / "ckpt" / "encoder_decoder"
+    noted = json.loads((run / "runs.jsonl").read_text())
+    assert (noted["loss"], noted["teacher"]) == ("ce_dice_distill", "encoder_decoder")
+    assert np.isfinite(float(_history(run / "history.csv")[0]["loss"]))
+    for extra in (["--teacher", "ensemble"], ["--loss", "ce_dice_distill"]):
+        with pytest.raises(SystemExit) as exc:
+            train.main(["--model", "unet", "--epochs", "1", *extra, *_args(data_dir, tmp_path)])
+        assert exc.value.code == 2
+        assert "--loss ce_dice_distill and --teacher go together" in capsys.readouterr().err
+
+
 def test_every_training_loss_has_its_manifest_note():
     import utils
 

@@ -20,6 +20,8 @@ LOSS_NOTES = {
     "ce_dice_fractured": "cross-entropy on every sample + per-image soft Dice on samples with fracture (utils.ce_dice_fractured_loss)",
     "ce_dice_topk": "cross-entropy on every sample + per-image soft Dice on samples with fracture + cross-entropy of the top-64 "
                     "mean probability per sample (utils.ce_dice_topk_loss)",
+    "ce_dice_distill": "cross-entropy on every sample + per-image soft Dice on samples with fracture + cross-entropy against "
+                       "the teacher model's softmax map (utils.ce_dice_distill_loss)",
 }
 
 

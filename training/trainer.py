@@ -96,6 +96,10 @@ def train(args, command: str) -> int:
     # Seeded by the first epoch too, so a resumed run draws new crops rather than replaying the first epochs'.
     data = crop_batches(split, args.batch_size, args.seed, start, fractured_share=args.fractured_share, workers=args.workers,
                         source_shares=source_shares(args), aug=AUGMENTS[args.augment])
+    if args.teacher:
+        from training.distill import load_teacher, teacher_targets
+
+        data = teacher_targets(data, load_teacher(args.teacher), workers=args.workers)
     if start >= args.epochs:
         log.info("%s: all %d epochs done already (%s)", args.model, args.epochs, ckpt)
     else:
