@@ -139,7 +139,7 @@ class OodCheck:
 
 
 #: Keys of the manifest's ``ood`` dict that describe the fit (kept in ``OodCheck.info``).
-INFO_KEYS = ("model_sha256", "fitted_on", "threshold_on", "false_alarm_target", "valid_false_alarm", "n_train", "n_valid",
+INFO_KEYS = ("model_sha256", "sources", "fitted_on", "threshold_on", "false_alarm_target", "valid_false_alarm", "n_train", "n_valid",
              "date", "command", "checks", "pooling", "definition")
 
 

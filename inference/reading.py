@@ -211,12 +211,12 @@ def miss_sentence(entry: Mapping | None, threshold: float) -> str:
     return text
 
 
-def check_sources(check: Mapping | None, key: str) -> str:
-    """The sources an OOD check's record names under ``key`` ('fitted_on' or 'threshold_on'), in words:
-    ``tools/fit_ood.py`` writes one "<source> <split>: <what>" part per source, joined by ';'
-    (e.g. "FracAtlas and BoneFractureYolo8"); :data:`DEFAULT_SOURCE` when the record names none."""
-    text = check.get(key) if isinstance(check, Mapping) else None
-    names = [part.split()[0] for part in str(text or "").split(";") if part.split()]
+def check_sources(check: Mapping | None) -> str:
+    """The data sources an OOD check was fitted and thresholded on, in words ("FracAtlas and
+    BoneFractureYolo8"), from the record's ``sources`` list (``tools/fit_ood.py`` writes it);
+    :data:`DEFAULT_SOURCE` when the record names none."""
+    names = check.get("sources") if isinstance(check, Mapping) else None
+    names = [str(n) for n in names] if isinstance(names, list | tuple) else []
     return " and ".join(dict.fromkeys(names)) or DEFAULT_SOURCE
 
 
@@ -226,10 +226,10 @@ def ood_sentence(ood, entry: Mapping | None) -> str | None:
         return None
     check = (entry or {}).get("ood")
     target = check.get("false_alarm_target") if isinstance(check, Mapping) else None
-    rate = (f", a level that {target:.0%} of the {check_sources(check, 'threshold_on')} validation X-rays exceed"
+    rate = (f", a level that {target:.0%} of the {check_sources(check)} validation X-rays exceed"
             if isinstance(target, int | float) and not isinstance(target, bool) else "")
     return (f"Unlike the training images: this image's features are far from those of the "
-            f"{check_sources(check, 'fitted_on')} training X-rays (distance {ood.distance:.2f}; the warning starts "
+            f"{check_sources(check)} training X-rays (distance {ood.distance:.2f}; the warning starts "
             f"above {ood.threshold:.2f}{rate}). " + OOD_WHY)
 
 

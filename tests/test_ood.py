@@ -179,7 +179,7 @@ def test_fit_ood_tool_writes_the_check_into_any_models_entry(tmp_path, data_dir,
     stored = read_manifest(saved / "manifest.json")["models"]["some_new_model"]["ood"]
     assert stored["layer"] == "bottleneck_conv" and stored["model_sha256"] == sha256_file(saved / "some_new_model.keras")
     assert stored["command"].startswith("python tools/fit_ood.py --model some_new_model --limit 8") and "/" not in stored["command"].split("fit_ood.py")[1]
-    assert set(stored["checks"]) == {"valid", "pictures"}
+    assert set(stored["checks"]) == {"valid", "pictures"} and stored["sources"] == ["FracAtlas"]
     entry = model_entry("some_new_model", read_manifest(saved / "manifest.json"))
     predictor = predictor_for(model, "some_new_model", entry)
     assert predictor.ood is not None and predictor.feature_layer == "bottleneck_conv"
@@ -211,6 +211,7 @@ def test_fit_ood_on_both_sources_for_a_model_trained_on_both(tmp_path, data_dir,
     assert "BoneFractureYolo8 train part: 5 originals" in stored["fitted_on"]
     assert "BoneFractureYolo8 valid part" in stored["threshold_on"] and "--second-source 5" in stored["command"]
     assert set(stored["checks"]) == {"valid", "valid BoneFractureYolo8"}
+    assert stored["sources"] == ["FracAtlas", "BoneFractureYolo8"]
     # The level is the 95 % quantile of both valid parts together: at most 5 % of them (+ one image) warn.
     flagged = figures["valid"]["alarms"] + figures["valid BoneFractureYolo8"]["alarms"]
     assert flagged <= 0.05 * (figures["valid"]["images"] + figures["valid BoneFractureYolo8"]["images"]) + 1

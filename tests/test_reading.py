@@ -69,7 +69,7 @@ def test_ood_sentence_only_when_flagged():
     assert text.startswith("Unlike the training images:") and "distance 3.46" in text and "above 2.00" in text
     assert "5% of the FracAtlas validation X-rays exceed" in text and "Any marks are shown as found" in text
     # A check fitted and set on two sources (as tools/fit_ood.py records them) names both.
-    two = {"ood": {"false_alarm_target": 0.05,
+    two = {"ood": {"false_alarm_target": 0.05, "sources": ["FracAtlas", "BoneFractureYolo8"],
                    "fitted_on": "FracAtlas train split: 196 images at random; BoneFractureYolo8 train part: 150 originals",
                    "threshold_on": "FracAtlas valid split: 400 images; BoneFractureYolo8 valid part: 83 images"}}
     text = ood_sentence(OodReading(3.456, 2.0), two)

@@ -229,6 +229,7 @@ def run(args) -> dict:
         train, valid = np.concatenate([train, t2]), np.concatenate([valid, v2])
     info = {
         "model_sha256": entry.sha256,
+        "sources": ["FracAtlas", "BoneFractureYolo8"] if second else ["FracAtlas"],
         "fitted_on": fitted_on,
         "threshold_on": threshold_on,
         "pooling": "global average of the layer's output over the image (padding excluded)",
