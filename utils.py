@@ -157,10 +157,15 @@ def ce_dice_distill_loss(y_true, y_pred):
     appends them). The soft term carries what the teacher knows beyond the outline: how
     confident it is around the fracture and on the negatives.
     """
-    n = CONFIG.num_classes
-    hard, soft = y_true[..., :n], y_true[..., n:]
+    hard, soft = _labels_and_teacher(y_true)
     soft_ce = ops.mean(keras.losses.categorical_crossentropy(soft, y_pred))
     return ce_dice_fractured_loss(hard, y_pred) + CONFIG.distill_weight * soft_ce
+
+
+def _labels_and_teacher(y_true):
+    """(one-hot labels, teacher's softmax) of a distillation target (B, H, W, 2 x num_classes)."""
+    n = CONFIG.num_classes
+    return y_true[..., :n], y_true[..., n:]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE, name="ce_dice_distill_topk_loss")
@@ -172,9 +177,8 @@ def ce_dice_distill_topk_loss(y_true, y_pred, k: int = CONFIG.image_score_topk_p
     score reads (its top 64) hardly count; this term hands over the teacher's image score itself,
     what ranks X-rays by "holds a fracture" (the image AUC). ``y_true`` as in :func:`ce_dice_distill_loss`.
     """
-    teacher = topk_mean(ops.cast(y_true[..., CONFIG.num_classes + CONFIG.fracture_channel], "float32"), k)
-    student = topk_mean(ops.cast(y_pred[..., CONFIG.fracture_channel], "float32"), k)
-    return ce_dice_distill_loss(y_true, y_pred) + CONFIG.distill_weight * ops.mean(_bce(teacher, student))
+    teacher, student = _fracture_channel(_labels_and_teacher(y_true)[1], y_pred)
+    return ce_dice_distill_loss(y_true, y_pred) + CONFIG.distill_weight * ops.mean(_bce(topk_mean(teacher, k), topk_mean(student, k)))
 
 
 #: ``train.py --loss`` choices.

@@ -193,6 +193,8 @@ def command_text(args) -> str:
 def run(args) -> dict:
     import numpy as np
 
+    from fracture.bone_fracture_yolo8 import BoneFractureYolo8
+    from fracture.dataset import FracAtlas
     from inference.features import deepest_feature_layer
     from inference.manifest import update_entry
     from inference.ood import alarm_rate, fit_ood
@@ -229,7 +231,7 @@ def run(args) -> dict:
         train, valid = np.concatenate([train, t2]), np.concatenate([valid, v2])
     info = {
         "model_sha256": entry.sha256,
-        "sources": ["FracAtlas", "BoneFractureYolo8"] if second else ["FracAtlas"],
+        "sources": [FracAtlas.name, BoneFractureYolo8.name] if second else [FracAtlas.name],
         "fitted_on": fitted_on,
         "threshold_on": threshold_on,
         "pooling": "global average of the layer's output over the image (padding excluded)",

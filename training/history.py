@@ -81,7 +81,7 @@ def note_run(ckpt: Path, args, command: str, policy: str, start: int, valid_scor
     with open(ckpt / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command, "precision": policy,
                              "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "loss": args.loss,
-                             "teacher": getattr(args, "teacher", None),
+                             "teacher": args.teacher,
                              "sources": args.sources, "pretrained": args.pretrained,
                              "fracatlas_share": args.fracatlas_share, "augment": args.augment,
                              "first_epoch": start + 1, "epochs": args.epochs, "init_from": args.init_from,
