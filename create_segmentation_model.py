@@ -22,7 +22,7 @@ only place that reads a model file, and it asks ``inference.manifest`` (the owne
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -385,20 +385,37 @@ def choose_precision(requested: str = "auto", name: str | None = None, timer=tim
 FORWARD_TIMING_SIDE = 384
 
 
-def precision_twin(model: keras.Model, policy: str) -> keras.Model:
+def precision_twin(model: keras.Model, policy: str, only: Sequence[str] | None = None) -> keras.Model:
     """The same layers and input shape as ``model`` (any functional Keras model), computing under Keras
     dtype ``policy`` ('float32' or 'mixed_bfloat16').
 
     The weights are copied (variables stay float32 under 'mixed_bfloat16'; only the
     computation is bf16), the outputs keep the model's dtype policy's output dtype.
+    ``only``: ensemble members (``ENSEMBLE_MEMBERS`` names) whose layers are recast, the other
+    layers keep their own policy; None recasts every layer. A member that owns no layer of
+    ``model`` is a ValueError.
     """
+    prefixes = None if only is None else tuple(member_prefix(m) for m in only)
+    if prefixes is not None and (not prefixes or not all(any(layer.name.startswith(p) for layer in model.layers)
+                                                         for p in prefixes)):
+        raise ValueError(f"{model.name} has no layers of member(s) {', '.join(only) or '(none)'}")
+
     def recast(layer):
         # Each layer's config names its own dtype policy, so a global policy would not reach a clone.
-        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+        config = layer.get_config()
+        if prefixes is None or layer.name.startswith(prefixes):
+            config = {**config, "dtype": policy}
+        return layer.__class__.from_config(config)
 
     twin = keras.models.clone_model(model, clone_function=recast)
     twin.set_weights(model.get_weights())
     return twin
+
+
+def precision_name(policy: str, members: Sequence[str] | None = None) -> str:
+    """How a run's precision is reported: the Keras policy, plus the ensemble members it covers when
+    only those compute in it (``"mixed_bfloat16 (encoder_decoder only)"``; the rest float32)."""
+    return f"{policy} ({' + '.join(members)} only)" if members else policy
 
 
 def time_forward(model: keras.Model, side: int = FORWARD_TIMING_SIDE, runs: int = 3) -> float:
@@ -422,21 +439,25 @@ def time_forward(model: keras.Model, side: int = FORWARD_TIMING_SIDE, runs: int 
 
 
 def inference_precision(model: keras.Model, check=None, sha256: str | None = None, requested: str = "auto",
-                        timer: Callable[[keras.Model], float] | None = None) -> tuple[keras.Model, str, str]:
-    """(model to run, Keras dtype policy name, the reason in words) for inference.
+                        timer: Callable[[keras.Model], float] | None = None,
+                        members: Sequence[str] | None = None) -> tuple[keras.Model, str, str]:
+    """(model to run, its precision as :func:`precision_name` reports it, the reason in words) for inference.
 
-    ``requested`` 'float32' or 'mixed_bfloat16' is obeyed. 'auto' runs bf16 only when all three
+    ``requested`` 'float32' or 'mixed_bfloat16' is obeyed (bf16 in the ensemble ``members`` only,
+    when given). 'auto' runs bf16 only when all three
     hold: the CPU has native bf16 instructions (``cpu_bf16_flags``; emulated bf16 is many times
     slower), the model's manifest ``check`` allows it for these weights (``bf16_check_allows``:
     valid metrics within ``BF16_INFERENCE_TOLERANCE``), and a short forward measurement finds bf16
     at least ``BF16_MIN_SPEEDUP`` x faster (``timer(model)``: seconds per pass, default
     ``time_forward``): bf16 sped the
     seed U-Net's forward up 1.7x on an AVX512-BF16 CPU and slowed the Lite0-UNet's training there.
+    A check that names ``members`` allows bf16 in those ensemble members only (the rest float32).
     """
     if requested == "float32":
         return model, "float32", "float32 requested"
     if requested == "mixed_bfloat16":
-        return precision_twin(model, "mixed_bfloat16"), "mixed_bfloat16", "bf16 requested"
+        return (precision_twin(model, "mixed_bfloat16", members), precision_name("mixed_bfloat16", members),
+                "bf16 requested")
     if requested != "auto":
         raise ValueError(f"unknown precision {requested!r}: 'auto', 'float32' or 'mixed_bfloat16'")
     if not cpu_bf16_flags():
@@ -444,11 +465,12 @@ def inference_precision(model: keras.Model, check=None, sha256: str | None = Non
     refusal = bf16_check_refusal(check, sha256)
     if refusal is not None:
         return model, "float32", refusal
-    twin = precision_twin(model, "mixed_bfloat16")
+    members = check.get("members")
+    twin = precision_twin(model, "mixed_bfloat16", members)
     timer = timer or time_forward
     fp32, bf16 = timer(model), timer(twin)
     if fp32 >= BF16_MIN_SPEEDUP * bf16:
-        return twin, "mixed_bfloat16", f"bf16 forward {fp32 / bf16:.2f}x faster than float32 here"
+        return twin, precision_name("mixed_bfloat16", members), f"bf16 forward {fp32 / bf16:.2f}x faster than float32 here"
     return model, "float32", f"bf16 forward not faster here ({fp32 * 1e3:.0f} ms float32 vs {bf16 * 1e3:.0f} ms bf16)"
 
 

@@ -120,7 +120,8 @@ class Predictor:
                  tta: bool = False, finding_rule: FindingRule | None = None, image_score: str = "max_prob",
                  ood: OodCheck | None = None, feature_layer: str | None = None, precision: str = "float32"):
         self.model = model
-        #: The Keras dtype policy ``model`` computes under ('float32' or 'mixed_bfloat16'), as reported.
+        #: The Keras dtype policy ``model`` computes under ('float32' or 'mixed_bfloat16', which an ensemble
+        #: may run in some members only: ``create_segmentation_model.precision_name``), as reported.
         self.precision = precision
         self.name = name
         self.tta = tta
@@ -233,7 +234,8 @@ class Predictor:
         return [prob for prob, _ in self.predict_maps(images)]
 
 
-def predictor_for(model, name: str, entry=None, precision: str = "auto", fold: bool = True, **kwargs) -> Predictor:
+def predictor_for(model, name: str, entry=None, precision: str = "auto", fold: bool = True,
+                  bf16_members: tuple[str, ...] | None = None, **kwargs) -> Predictor:
     """The Predictor a shipped model is meant to run with, as its manifest entry says.
 
     entry: a ``inference.manifest.ModelEntry`` (or None: the seed's fixed 256² path, plain
@@ -241,7 +243,8 @@ def predictor_for(model, name: str, entry=None, precision: str = "auto", fold: b
     selects the whole-image native-scale twin; ``"findings"`` holds the FindingRule fields;
     ``"image_score"`` names the image-level score. ``precision``: 'auto' (bf16 only on a CPU with
     native bf16, where the entry's ``bf16_inference`` check allows it and it measures faster:
-    ``create_segmentation_model.inference_precision``), 'float32' or 'mixed_bfloat16'.
+    ``create_segmentation_model.inference_precision``), 'float32' or 'mixed_bfloat16'
+    (``bf16_members``: in those ensemble members only).
     ``fold``: run the twin with batch norms folded into their convs
     (``create_segmentation_model.fold_batch_norms``: same maps, faster); False keeps ``model``'s
     own weights live (a model still training, whose weights change under the Predictor).
@@ -256,7 +259,8 @@ def predictor_for(model, name: str, entry=None, precision: str = "auto", fold: b
     if fold:
         model = fold_batch_norms(model)
     model, policy, why = inference_precision(model, entry.get("bf16_inference") if entry is not None else None,
-                                             entry.sha256 if entry is not None else None, precision)
+                                             entry.sha256 if entry is not None else None, precision,
+                                             members=bf16_members)
     log.info("%s: inference in %s (%s)", name, policy, why)
     rule = FindingRule(**(entry.get("findings") or {})) if entry is not None else None
     score = (entry.image_score if entry is not None else None) or "max_prob"

@@ -148,10 +148,13 @@ def bench_model(name: str, paths: list[Path], big: list[Path], warmup: int, runs
     out["precision"] = pred.precision
     if cpu_bf16_flags():
         # Native bf16: both precisions side by side, whichever the manifest's check lets the model run.
-        other = predictor_for(model, name, entry, precision="float32" if pred.precision == "mixed_bfloat16" else "mixed_bfloat16")
-        by_policy = dict(zip((pred.precision, other.precision), timed_alternating([pred.forward, other.forward], xs, warmup, runs),
-                             strict=True))
-        out["b_forward_float32"], out["b_forward_bf16"] = by_policy["float32"], by_policy["mixed_bfloat16"]
+        # An ensemble's check may allow bf16 in some members only: the bf16 side runs those.
+        members = ((entry.get("bf16_inference") or {}).get("members") if entry is not None else None) or None
+        fp32 = pred if pred.precision == "float32" else predictor_for(model, name, entry, precision="float32")
+        bf16 = pred if pred.precision != "float32" else predictor_for(model, name, entry, precision="mixed_bfloat16",
+                                                                       bf16_members=members)
+        out["b_forward_float32"], out["b_forward_bf16"] = timed_alternating([fp32.forward, bf16.forward], xs, warmup, runs)
+        out["bf16_precision"] = bf16.precision
     blobs = [(p.name, p.read_bytes()) for p in big[: max(runs, 8)]]
 
     def end_to_end(item):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from important_variables import CONFIG
+from important_variables import CONFIG, ENSEMBLE_MEMBERS
 
 #: File name of a manifest, next to the weights it vouches for (the one spelling: CONFIG's).
 MANIFEST_NAME = CONFIG.manifest_path.name
@@ -101,7 +101,8 @@ def bf16_check_refusal(check, sha256: str | None) -> str | None:
     check: ``{"model_sha256", "allowed", "max_delta", "native_bf16", ...}`` as ``tools/check_bf16.py``
     writes it. Allowed only by a check of these very weights (their SHA-256), on the whole valid
     split (``allowed``), within ``BF16_INFERENCE_TOLERANCE``, run with native bf16 (``native_bf16``
-    names an instruction set: emulation rounds differently from the native kernels).
+    names an instruction set: emulation rounds differently from the native kernels). ``members``
+    (optional, an ensemble's): the members that ran bf16 in the check, the only ones it allows.
     """
     if not isinstance(check, Mapping) or sha256 is None or check.get("model_sha256") != sha256:
         return "bf16 not checked on the validation images for these weights"
@@ -113,6 +114,10 @@ def bf16_check_refusal(check, sha256: str | None) -> str | None:
         return f"bf16 changed the valid metrics by {delta} (tolerance {BF16_INFERENCE_TOLERANCE})"
     if check.get("allowed") is not True:
         return "bf16 not allowed by its valid check (a limited check allows nothing)"
+    members = check.get("members")
+    if members is not None and not (isinstance(members, list) and members
+                                    and all(m in ENSEMBLE_MEMBERS for m in members)):
+        return f"bf16 checked for members {members!r}, which are not ensemble members"
     return None
 
 

@@ -446,8 +446,11 @@ def _bf16_words(entry: Mapping) -> str:
     check = entry.get("bf16_inference")
     refusal = bf16_check_refusal(check, entry.get("sha256"))
     if refusal is None:
-        return (f"checked on the validation images (largest metric change {_number(check.get('max_delta'))}): used on "
-                "CPUs with native bfloat16 where it is faster, float32 elsewhere")
+        members = check.get("members")
+        where = ("in the " + " and ".join(MODEL_LABELS.get(m, m) for m in members) + " only (the rest float32), "
+                 if members else "")
+        return (f"checked on the validation images (largest metric change {_number(check.get('max_delta'))}): used "
+                f"{where}on CPUs with native bfloat16 where it is faster, float32 elsewhere")
     return f"not used, runs in float32: {refusal}"
 
 

@@ -162,3 +162,61 @@ def test_a_refused_check_says_why_in_words(monkeypatch):
     monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: {"avx512_bf16"})
     _, policy, why = csm.inference_precision(_tiny(), {**_allowed(delta=0.0167), "allowed": False}, SHA, "auto")
     assert policy == "float32" and why.startswith("bf16 changed the valid metrics by 0.0167")
+
+
+def _tiny_ensemble():
+    """Two prefixed members on one input, as ``build_ensemble`` lays them out."""
+    import keras
+
+    x = keras.Input((None, None, 3))
+    parts = []
+    for member in ("lite0_unet", "encoder_decoder"):
+        p = csm.member_prefix(member)
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=p + "c1")(x)
+        parts.append(keras.layers.Conv2D(2, 1, activation="softmax", name=p + "out")(h))
+    return keras.Model(x, keras.layers.Average(name="output", dtype="float32")(parts), name="ensemble")
+
+
+def test_a_member_check_runs_bf16_in_those_members_only(monkeypatch):
+    from inference.manifest import bf16_check_refusal
+
+    monkeypatch.setattr(csm, "cpu_bf16_flags", lambda cpuinfo=None: {"amx_bf16"})
+    model = _tiny_ensemble()
+    check = {**_allowed(), "members": ["encoder_decoder"]}
+    run, policy, _ = csm.inference_precision(model, check, SHA, "auto", timer=_bf16_twice_as_fast)
+    assert policy == "mixed_bfloat16 (encoder_decoder only)"
+    dtypes = {layer.name: layer.compute_dtype for layer in run.layers if "__" in layer.name}
+    assert {n: d for n, d in dtypes.items() if n.startswith("encoder_decoder__")} == {
+        "encoder_decoder__c1": "bfloat16", "encoder_decoder__out": "bfloat16"}
+    assert all(d == "float32" for n, d in dtypes.items() if n.startswith("lite0_unet__"))
+    x = np.random.default_rng(2).random((1, 16, 24, 3), dtype=np.float32)
+    a, b = np.asarray(model(x), np.float32), np.asarray(run(x), np.float32)
+    assert 0 < np.abs(a - b).max() < 0.05
+    # Requested with members, and a member the model lacks.
+    _, named, _ = csm.inference_precision(model, None, None, "mixed_bfloat16", members=["lite0_unet"])
+    assert named == "mixed_bfloat16 (lite0_unet only)"
+    with pytest.raises(ValueError, match="no layers of member"):
+        csm.precision_twin(_tiny(), "mixed_bfloat16", ["encoder_decoder"])
+    # A check naming something else is refused, with the reason.
+    assert "not ensemble members" in bf16_check_refusal({**_allowed(), "members": ["resnet"]}, SHA)
+    assert "not ensemble members" in bf16_check_refusal({**_allowed(), "members": []}, SHA)
+    assert bf16_check_refusal(check, SHA) is None
+
+
+def test_the_model_card_names_the_members_a_check_allows():
+    from inference.model_card import _bf16_words
+
+    words = _bf16_words({"sha256": SHA, "bf16_inference": {**_allowed(), "members": ["encoder_decoder"]}})
+    assert "encoder-decoder only (the rest float32)" in words
+    assert "only" not in _bf16_words({"sha256": SHA, "bf16_inference": _allowed()})
+
+
+def test_check_bf16_members_only_for_the_ensemble(tmp_path, capsys):
+    sys.path.insert(0, str(CONFIG.repo_root / "tools"))
+    import check_bf16
+
+    assert check_bf16.main(["--model", "unet", "--members", "encoder_decoder", "--saved-model-dir", str(tmp_path)]) == 2
+    assert "not the ensemble" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        check_bf16.main(["--model", "ensemble", "--members", "resnet"])
+    assert exited.value.code == 2
