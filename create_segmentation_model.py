@@ -385,20 +385,20 @@ def choose_precision(requested: str = "auto", name: str | None = None, timer=tim
 FORWARD_TIMING_SIDE = 384
 
 
-def precision_twin(model: keras.Model, policy: str, only: Sequence[str] | None = None) -> keras.Model:
+def precision_twin(model: keras.Model, policy: str, members: Sequence[str] | None = None) -> keras.Model:
     """The same layers and input shape as ``model`` (any functional Keras model), computing under Keras
     dtype ``policy`` ('float32' or 'mixed_bfloat16').
 
     The weights are copied (variables stay float32 under 'mixed_bfloat16'; only the
     computation is bf16), the outputs keep the model's dtype policy's output dtype.
-    ``only``: ensemble members (``ENSEMBLE_MEMBERS`` names) whose layers are recast, the other
+    ``members``: ensemble members (``ENSEMBLE_MEMBERS`` names) whose layers are recast, the other
     layers keep their own policy; None recasts every layer. A member that owns no layer of
     ``model`` is a ValueError.
     """
-    prefixes = None if only is None else tuple(member_prefix(m) for m in only)
+    prefixes = None if members is None else tuple(member_prefix(m) for m in members)
     if prefixes is not None and (not prefixes or not all(any(layer.name.startswith(p) for layer in model.layers)
                                                          for p in prefixes)):
-        raise ValueError(f"{model.name} has no layers of member(s) {', '.join(only) or '(none)'}")
+        raise ValueError(f"{model.name} has no layers of member(s) {', '.join(members) or '(none)'}")
 
     def recast(layer):
         # Each layer's config names its own dtype policy, so a global policy would not reach a clone.
