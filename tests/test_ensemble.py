@@ -43,7 +43,8 @@ def test_output_is_the_weighted_average_of_the_members():
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)  # still a softmax
     folded = fold_batch_norms(ensemble)  # flat graph: the members' batch norms fold too
     assert len(folded.layers) < len(ensemble.layers) or any(type(la).__name__ == "FoldedAway" for la in folded.layers)
-    np.testing.assert_allclose(np.asarray(folded(x, training=False)), expected, atol=1e-5)
+    # Folding reorders float32 arithmetic (a correct fold differs by ~1e-5 on a few pixels on some CPUs).
+    np.testing.assert_allclose(np.asarray(folded(x, training=False)), expected, rtol=0, atol=1e-4)
 
 
 def test_every_member_layer_is_prefixed_and_a_wrong_member_set_is_refused():
