@@ -396,9 +396,10 @@ def precision_twin(model: keras.Model, policy: str, members: Sequence[str] | Non
     ``model`` is a ValueError.
     """
     prefixes = None if members is None else tuple(member_prefix(m) for m in members)
-    if prefixes is not None and (not prefixes or not all(any(layer.name.startswith(p) for layer in model.layers)
-                                                         for p in prefixes)):
-        raise ValueError(f"{model.name} has no layers of member(s) {', '.join(members) or '(none)'}")
+    if prefixes is not None:
+        owned = [p for p in prefixes if any(layer.name.startswith(p) for layer in model.layers)]
+        if not prefixes or len(owned) < len(prefixes):
+            raise ValueError(f"{model.name} has no layers of member(s) {', '.join(members) or '(none)'}")
 
     def recast(layer):
         # Each layer's config names its own dtype policy, so a global policy would not reach a clone.

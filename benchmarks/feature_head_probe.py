@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # fit_ood's feature loop; the tools are scripts
 
 #: Negatives kept below the score at which the other source's sensitivity is read.
 SPECIFICITIES = (0.8, 0.9)
@@ -40,20 +41,14 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(q / (1 - q))[:, None]
 
 
-def features_and_scores(predictor, records: list, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def features_and_scores(predictor, records: list, threshold: float, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pooled features (N, C) float32, image scores (N,), labels (N,) 0/1) of the readable ``records``."""
-    from imaging.image_io import read_image_file
-    from prediction import Source, iter_predictions
+    from fit_ood import featured_outcomes
 
-    labels = {r.path: int(r.fractured) for r in records}
-    sources = [Source(str(r.path), (lambda p=r.path: read_image_file(p, name=p.name)), r.path) for r in records]
-    feats, scores, ys = [], [], []
-    for o in iter_predictions(predictor, sources, threshold, batch_size=4, workers=1):
-        if o.error is None and o.features is not None:
-            feats.append(o.features)
-            scores.append(o.result.image_score)
-            ys.append(labels[o.tag])
-    return np.stack(feats), np.asarray(scores), np.asarray(ys)
+    fractured = {r.path: int(r.fractured) for r in records}
+    outcomes = list(featured_outcomes(predictor, [r.path for r in records], 4, label, threshold))
+    return (np.stack([o.features for o in outcomes]), np.asarray([o.result.image_score for o in outcomes]),
+            np.asarray([fractured[o.tag] for o in outcomes]))
 
 
 def share_above(scores: np.ndarray, negatives: np.ndarray, specificity: float) -> float:
@@ -115,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     rng.shuffle(neg)
     records = {"train": pos[: args.train_fractured] + neg[: args.train_negatives], "valid": atlas.records("valid"),
                "yolo8": BoneFractureYolo8(require_yolo8_dir()).records("valid")}
-    sets = {k: features_and_scores(predictor, recs, entry.threshold) for k, recs in records.items()}
+    sets = {k: features_and_scores(predictor, recs, entry.threshold, k) for k, recs in records.items()}
     for row in probe(sets, args.cs, args.seed):
         print(json.dumps({"model": args.model, "layer": layer, "image_score": entry.image_score,
                           "images": {k: int(len(v[2])) for k, v in sets.items()}, **row}))

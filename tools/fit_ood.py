@@ -139,22 +139,27 @@ def second_source_sets(limit: int, seed: int) -> dict[str, list[Path]]:
 
 
 # --------------------------------------------------------------------------- features
-def features_of(predictor, files: list[Path], batch_size: int, label: str):
-    """(features (N, C) float32, the N files read); an unreadable file is skipped with one log line."""
-    import numpy as np
-
+def featured_outcomes(predictor, files: list[Path], batch_size: int, label: str, threshold: float = 0.5):
+    """The ``prediction.Outcome`` of each file that was read and gave features, in order (tag: its path);
+    an unreadable file is skipped with one log line. ``threshold`` cuts the findings."""
     from imaging.image_io import read_image_file
     from prediction import Source, iter_predictions
 
     sources = [Source(str(p), (lambda p=p: read_image_file(p, name=p.name)), p) for p in files]
-    feats, kept = [], []
-    for o in iter_predictions(predictor, sources, 0.5, batch_size=batch_size, workers=1):
+    for o in iter_predictions(predictor, sources, threshold, batch_size=batch_size, workers=1):
         if o.error is not None or o.features is None:
             log.warning("%s: skipped: %s", label, o.error or f"{o.name}: no features")
             continue
-        feats.append(o.features)
-        kept.append(o.tag)
-    return (np.stack(feats) if feats else np.zeros((0, 0), np.float32)), kept
+        yield o
+
+
+def features_of(predictor, files: list[Path], batch_size: int, label: str):
+    """(features (N, C) float32, the N files read); an unreadable file is skipped with one log line."""
+    import numpy as np
+
+    outcomes = list(featured_outcomes(predictor, files, batch_size, label))
+    feats = [o.features for o in outcomes]
+    return (np.stack(feats) if feats else np.zeros((0, 0), np.float32)), [o.tag for o in outcomes]
 
 
 def cached_features(cache: Path | None, key: dict, compute):
