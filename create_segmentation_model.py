@@ -3,13 +3,14 @@
 All take (256, 256, 3) float32 in [0, 1] and return (256, 256, 2) softmax
 probabilities (channel 0 background, channel 1 fracture). They are fully
 convolutional, so they also run on other sizes divisible by
-``important_variables.PAD_MULTIPLES[name]`` (16 for the two seed models, 32 for the Lite0-UNet).
+``important_variables.PAD_MULTIPLES[name]`` (16 for the two seed models, 32 for the Lite-UNets).
 
 - ``encoder_decoder`` and ``unet``: the two seed designs (exact layer stacks).
 - ``lite0_unet``: a U-Net decoder on an EfficientNet-Lite0 encoder (EfficientNet-B0
   without squeeze-excitation, ReLU6, BN eps 1e-3), whose encoder can start from
-  ImageNet weights (``pretrained.efficientnet_lite0``). Its layers are named so that
+  ImageNet weights (``training.pretrained.efficientnet_lite``). Its layers are named so that
   each maps to one entry of the reference PyTorch state dict.
+- ``lite2_unet``: the same on the wider, deeper EfficientNet-Lite2 encoder (trainable, not shipped).
 - ``ensemble``: the members of ``important_variables.ENSEMBLE_MEMBERS`` side by side on one
   input, their softmax maps averaged with those weights; not trained, written from the
   shipped members by ``tools/build_ensemble.py``.
@@ -22,14 +23,15 @@ only place that reads a model file, and it asks ``inference.manifest`` (the owne
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import keras
 from keras import layers
 
 import utils  # noqa: F401  (registers the custom losses/metrics used by saved models)
-from important_variables import CONFIG, ENSEMBLE_MEMBERS, MODEL_NAMES, PAD_MULTIPLES
+from important_variables import ARCHITECTURES, CONFIG, ENSEMBLE_MEMBERS, MODEL_NAMES, PAD_MULTIPLES
 from inference.manifest import (  # noqa: F401  (re-exported)
     BF16_INFERENCE_TOLERANCE,
     ModelIntegrityError,
@@ -96,20 +98,30 @@ def build_unet(input_shape=INPUT_SHAPE) -> keras.Model:
     return keras.Model(inputs, _head(x), name="unet")
 
 
-#: EfficientNet-Lite0 stages: (expand ratio, kernel, stride, output channels, repeats).
-LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
-)
-LITE0_STEM_FILTERS = 32
-#: Blocks whose outputs are the U-Net skips at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input.
-LITE0_SKIP_BLOCKS = (0, 2, 4, 10, 15)
+#: EfficientNet-Lite stages per encoder variant: (expand ratio, kernel, stride, output channels, repeats).
+#: Lite2 is Lite0 at 1.1x width and 1.2x depth (channels rounded to multiples of 8), its stem
+#: and first and last stages unscaled, as in the reference weights' state dicts.
+LITE_STAGES: Mapping[str, tuple[tuple[int, int, int, int, int], ...]] = MappingProxyType({
+    "lite0": ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)),
+    "lite2": ((1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3), (6, 3, 2, 88, 4),
+              (6, 5, 1, 120, 4), (6, 5, 2, 208, 5), (6, 3, 1, 352, 1)),
+})
+LITE_STEM_FILTERS = 32
 #: Decoder widths, deepest first; the last stage runs at full resolution without a skip.
-LITE0_DECODER_FILTERS = (128, 64, 32, 16, 16)
+LITE_DECODER_FILTERS = (128, 64, 32, 16, 16)
 _BN = dict(epsilon=1e-3, momentum=0.99)
 
 
-def _lite0_conv(x, filters: int, kernel: int, stride: int, name: str, depthwise: bool = False):
+def lite_skip_blocks(variant: str) -> tuple[int, ...]:
+    """Blocks whose outputs are the U-Net skips at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input:
+    the last block before each stride-2 stage, and the last block (Lite0: 0, 2, 4, 10, 15)."""
+    stages = LITE_STAGES[variant]
+    ends = [sum(st[4] for st in stages[: i + 1]) - 1 for i in range(len(stages))]
+    return tuple(ends[i] for i in range(len(stages) - 1) if stages[i + 1][2] == 2) + (ends[-1],)
+
+
+def _lite_conv(x, filters: int, kernel: int, stride: int, name: str, depthwise: bool = False):
     """Conv (or depthwise conv) without bias, PyTorch-style symmetric zero padding of kernel // 2.
 
     Keras' 'same' pads stride-2 convs asymmetrically; the reference weights were trained
@@ -127,39 +139,40 @@ def _bn_relu6(x, name: str, act: bool = True):
     return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if act else x
 
 
-def lite0_encoder(x):
-    """EfficientNet-Lite0 feature extractor on ``x`` (already normalised to about [-1, 1]).
+def lite_encoder(x, variant: str = "lite0"):
+    """EfficientNet-Lite feature extractor (``LITE_STAGES[variant]``) on ``x`` (already normalised to about [-1, 1]).
 
-    Returns the outputs of ``LITE0_SKIP_BLOCKS`` (16, 24, 40, 112, 320 channels at 1/2 ... 1/32
-    of the input) and the last block's output. Layer names: ``stem``, ``block{N}_expand``,
-    ``block{N}_dw``, ``block{N}_project`` (+ ``_bn``), N = 0..15 in the reference order.
+    Returns the outputs of :func:`lite_skip_blocks` (Lite0: 16, 24, 40, 112, 320 channels;
+    Lite2: 16, 24, 48, 120, 352; at 1/2 ... 1/32 of the input). Layer names: ``stem``,
+    ``block{N}_expand``, ``block{N}_dw``, ``block{N}_project`` (+ ``_bn``), N in the reference order.
     """
-    x = _bn_relu6(_lite0_conv(x, LITE0_STEM_FILTERS, 3, 2, "stem"), "stem")
-    skips, n, channels = [], 0, LITE0_STEM_FILTERS
-    for expand, kernel, stride, out, repeats in LITE0_STAGES:
+    skip_blocks = lite_skip_blocks(variant)
+    x = _bn_relu6(_lite_conv(x, LITE_STEM_FILTERS, 3, 2, "stem"), "stem")
+    skips, n, channels = [], 0, LITE_STEM_FILTERS
+    for expand, kernel, stride, out, repeats in LITE_STAGES[variant]:
         for r in range(repeats):
             s = stride if r == 0 else 1
             name = f"block{n}"
             h = x
             if expand != 1:
-                h = _bn_relu6(_lite0_conv(h, channels * expand, 1, 1, f"{name}_expand"), f"{name}_expand")
-            h = _bn_relu6(_lite0_conv(h, 0, kernel, s, f"{name}_dw", depthwise=True), f"{name}_dw")
-            h = _bn_relu6(_lite0_conv(h, out, 1, 1, f"{name}_project"), f"{name}_project", act=False)
+                h = _bn_relu6(_lite_conv(h, channels * expand, 1, 1, f"{name}_expand"), f"{name}_expand")
+            h = _bn_relu6(_lite_conv(h, 0, kernel, s, f"{name}_dw", depthwise=True), f"{name}_dw")
+            h = _bn_relu6(_lite_conv(h, out, 1, 1, f"{name}_project"), f"{name}_project", act=False)
             if s == 1 and channels == out:
                 h = layers.Add(name=f"{name}_add")([x, h])
             x, channels = h, out
-            if n in LITE0_SKIP_BLOCKS:
+            if n in skip_blocks:
                 skips.append(x)
             n += 1
     return skips
 
 
-def lite0_normalise(inputs):
+def lite_normalise(inputs):
     """[0, 1] model input → (x·255 − 127) / 128, the range the ImageNet weights were trained on."""
     return layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="imagenet_norm")(inputs)
 
 
-def _lite0_decoder_stage(x, filters: int, name: str):
+def _lite_decoder_stage(x, filters: int, name: str):
     for j in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv{j}")(x)
         x = layers.BatchNormalization(name=f"{name}_conv{j}_bn", **_BN)(x)
@@ -167,22 +180,33 @@ def _lite0_decoder_stage(x, filters: int, name: str):
     return x
 
 
-def build_lite0_unet(input_shape=INPUT_SHAPE) -> keras.Model:
-    """U-Net decoder on an EfficientNet-Lite0 encoder; 3,8xx,xxx parameters, input a multiple of 32.
+def build_lite_unet(input_shape=INPUT_SHAPE, variant: str = "lite0") -> keras.Model:
+    """U-Net decoder on an EfficientNet-Lite encoder (``variant``: lite0 or lite2), input a multiple of 32.
 
     Decoder: nearest 2x upsampling (bilinear does not trace with a size-free input), concat
-    with the skip of that scale, two 3x3 conv/BN/ReLU; widths ``LITE0_DECODER_FILTERS``; the
+    with the skip of that scale, two 3x3 conv/BN/ReLU; widths ``LITE_DECODER_FILTERS``; the
     last stage reaches full resolution without a skip; 1x1 softmax head (float32).
+    Named ``{variant}_unet``.
     """
     inputs = keras.Input(input_shape, name="image")
-    skips = lite0_encoder(lite0_normalise(inputs))
+    skips = lite_encoder(lite_normalise(inputs), variant)
     x = skips[-1]
-    for i, f in enumerate(LITE0_DECODER_FILTERS):
+    for i, f in enumerate(LITE_DECODER_FILTERS):
         x = layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i + 1}_up")(x)
         if i + 2 <= len(skips):
             x = layers.Concatenate(name=f"dec{i + 1}_concat")([x, skips[-(i + 2)]])
-        x = _lite0_decoder_stage(x, f, f"dec{i + 1}")
-    return keras.Model(inputs, _head(x), name="lite0_unet")
+        x = _lite_decoder_stage(x, f, f"dec{i + 1}")
+    return keras.Model(inputs, _head(x), name=f"{variant}_unet")
+
+
+def build_lite0_unet(input_shape=INPUT_SHAPE) -> keras.Model:
+    """The Lite0-UNet: :func:`build_lite_unet` on EfficientNet-Lite0; 3,8xx,xxx parameters."""
+    return build_lite_unet(input_shape, "lite0")
+
+
+def build_lite2_unet(input_shape=INPUT_SHAPE) -> keras.Model:
+    """The Lite2-UNet: :func:`build_lite_unet` on EfficientNet-Lite2 (wider and deeper encoder)."""
+    return build_lite_unet(input_shape, "lite2")
 
 
 def member_prefix(member: str) -> str:
@@ -215,17 +239,18 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "unet": build_unet,
     "encoder_decoder": build_encoder_decoder,
     "lite0_unet": build_lite0_unet,
+    "lite2_unet": build_lite2_unet,
     "ensemble": build_ensemble,
 }
-assert set(BUILDERS) == set(MODEL_NAMES) == set(PAD_MULTIPLES)
+assert set(BUILDERS) == {*ARCHITECTURES, "ensemble"} == set(PAD_MULTIPLES) and set(MODEL_NAMES) <= set(BUILDERS)
 
 
 def build_model(name: str, input_shape=INPUT_SHAPE) -> keras.Model:
-    """Build the (untrained) model called ``name`` (one of ``MODEL_NAMES``)."""
+    """Build the (untrained) model called ``name`` (one of ``ARCHITECTURES`` or ``ensemble``)."""
     try:
         builder = BUILDERS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}") from None
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(BUILDERS)}") from None
     return builder(input_shape)
 
 

@@ -18,6 +18,9 @@ REPO_ROOT = Path(__file__).resolve().parent
 MODEL_NAMES: tuple[str, ...] = ("unet", "encoder_decoder", "lite0_unet", "ensemble")
 #: The models with training of their own (``train.py``); the ensemble is written from them.
 TRAINED_MODELS: tuple[str, ...] = ("unet", "encoder_decoder", "lite0_unet")
+#: Every net ``train.py`` can build and train: the shipped ones and those measured but not shipped
+#: (the Lite2-UNet: docs/experiments.md).
+ARCHITECTURES: tuple[str, ...] = (*TRAINED_MODELS, "lite2_unet")
 #: The ensemble's members and their weights in its average of the members' softmax maps
 #: (chosen on FracAtlas valid among multiples of 0.25: docs/experiments.md). It has no training of its
 #: own: ``tools/build_ensemble.py`` writes it from the shipped members' files.
@@ -27,11 +30,12 @@ DEFAULT_MODEL = "ensemble"
 #: Whole-image prediction pads each side to a multiple of 2 ** (stride-2 steps of the net);
 #: a model not listed uses ``CONFIG.pad_multiple``.
 #: The encoder-decoder would need 8, but its valid choice and test metrics were made at 16: kept.
-PAD_MULTIPLES: Mapping[str, int] = MappingProxyType({"unet": 16, "encoder_decoder": 16, "lite0_unet": 32, "ensemble": 32})
+PAD_MULTIPLES: Mapping[str, int] = MappingProxyType({"unet": 16, "encoder_decoder": 16, "lite0_unet": 32, "lite2_unet": 32, "ensemble": 32})
 
 #: Human labels for the UI, keyed by model name.
 MODEL_LABELS: Mapping[str, str] = MappingProxyType(
     {"unet": "U-Net", "encoder_decoder": "Simple encoder-decoder", "lite0_unet": "Lite0-UNet (ImageNet encoder)",
+     "lite2_unet": "Lite2-UNet (ImageNet encoder)",
      "ensemble": "Ensemble (Lite0-UNet + encoder-decoder)"}
 )
 
@@ -107,7 +111,7 @@ class Config:
 
     seed: int = 1337
     model_files: Mapping[str, str] = field(
-        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in MODEL_NAMES})
+        default_factory=lambda: MappingProxyType({n: f"{n}.keras" for n in (*MODEL_NAMES, *ARCHITECTURES)})
     )
 
     @property
@@ -117,7 +121,7 @@ class Config:
     def model_path(self, name: str) -> Path:
         """Path of the shipped ``.keras`` file for model ``name``."""
         if name not in self.model_files:
-            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(self.model_files)}")
         return self.saved_model_dir / self.model_files[name]
 
     def metrics_path(self, name: str) -> Path:

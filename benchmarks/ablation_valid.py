@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from important_variables import TRAINED_MODELS  # noqa: E402
+from important_variables import ARCHITECTURES  # noqa: E402
 from inference.findings import FINDING_SCORES  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def load(name: str, weights: str):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=TRAINED_MODELS, required=True, help="architecture of the weights")
+    p.add_argument("--model", choices=ARCHITECTURES, required=True, help="architecture of the weights")
     p.add_argument("--weights", required=True, help=".keras file or epochs/epNNN.weights.h5 snapshot")
     p.add_argument("--native", action="store_true", help="whole images at the training scale (else the seed's 256x256 squeeze)")
     p.add_argument("--low-ratio", type=float, default=1.0, help="hysteresis: grow findings to this fraction of the threshold (1 = off)")

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
     ap.add_argument("--runs", type=int, default=30, help="timed runs per measurement (>= 20 for the report)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--cli-images", type=int, default=200)
+    ap.add_argument("--cli-images", type=int, default=200, help="predict.py run on this many test images (0: not run)")
     ap.add_argument("--batch-size", type=int, default=8, help="predict.py --batch-size")
     ap.add_argument("--xla", action="store_true", help="also time the XLA-compiled forward pass")
     ap.add_argument("--quick", action="store_true", help="smoke run: 5 runs, 2 warm-up, 16 CLI images")
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     for name in args.models:
         log.info("timing %s ...", name)
         res["models"][name] = bench_model(name, paths, big, args.warmup, args.runs, args.xla)
-    for name in args.models:
+    for name in args.models if args.cli_images > 0 else ():
         log.info("predict.py %s on %d images ...", name, args.cli_images)
         res["cli"][name] = bench_cli(name, paths[: args.cli_images], args.batch_size)
     res["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from important_variables import TRAINED_MODELS  # noqa: E402
+from important_variables import ARCHITECTURES, TRAINED_MODELS  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -86,7 +86,7 @@ def bench_fit(name: str, split, precision: str, batch_size: int, warmup: int, st
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", help="FracAtlas directory (default: $FRACATLAS_DIR, then the usual places)")
-    ap.add_argument("--models", nargs="+", default=list(TRAINED_MODELS), help="models to time")
+    ap.add_argument("--models", nargs="+", choices=ARCHITECTURES, default=list(TRAINED_MODELS), help="models to time")
     ap.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"], help="Keras dtype policies to time")
     ap.add_argument("--force-bf16", action="store_true", help="time mixed_bfloat16 even without AMX (emulated)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps")

