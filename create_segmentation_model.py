@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
 
@@ -117,8 +118,8 @@ def lite_skip_blocks(variant: str) -> tuple[int, ...]:
     """Blocks whose outputs are the U-Net skips at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input:
     the last block before each stride-2 stage, and the last block (Lite0: 0, 2, 4, 10, 15)."""
     stages = LITE_STAGES[variant]
-    ends = [sum(st[4] for st in stages[: i + 1]) - 1 for i in range(len(stages))]
-    return tuple(ends[i] for i in range(len(stages) - 1) if stages[i + 1][2] == 2) + (ends[-1],)
+    ends = [total - 1 for total in accumulate(repeats for *_, repeats in stages)]  # each stage's last block
+    return tuple(end for end, following in zip(ends[:-1], stages[1:], strict=True) if following[2] == 2) + (ends[-1],)
 
 
 def _lite_conv(x, filters: int, kernel: int, stride: int, name: str, depthwise: bool = False):

